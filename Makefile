@@ -1,0 +1,38 @@
+# Two commands on a fresh machine: `make run` (set up + run the pipeline on synthetic data)
+# and `make test` (set up with dev extras + run the test suite).
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip install -q --disable-pip-version-check
+BIN := $(VENV)/bin
+
+.PHONY: run test install install-dev bench lint clean
+
+$(PY):
+	python3 -m venv $(VENV)
+
+$(VENV)/.installed: pyproject.toml constraints.txt | $(PY)
+	$(PIP) -c constraints.txt -e .
+	@touch $@
+
+$(VENV)/.installed-dev: pyproject.toml constraints.txt | $(PY)
+	$(PIP) -c constraints.txt -e '.[dev]'
+	@touch $@ $(VENV)/.installed
+
+install: $(VENV)/.installed
+install-dev: $(VENV)/.installed-dev
+
+run: install
+	$(BIN)/vesselseg synth data/raw
+	$(BIN)/vesselseg info data/raw/train
+
+test: install-dev
+	$(PY) -m pytest
+
+bench: install-dev
+	$(PY) benchmarks/run_all.py
+
+lint: install-dev
+	$(BIN)/ruff check vesselseg tests benchmarks cli.py
+
+clean:
+	rm -rf data models predictions plots metrics.json

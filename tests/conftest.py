@@ -1,0 +1,31 @@
+"""Shared fixtures: small synthetic datasets made with the real generator."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("VESSELSEG_PROGRESS", "0")
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+
+
+@pytest.fixture(scope="session")
+def tiny_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """train/val/test/unlabelled splits of 32x40x48 volumes (npy)."""
+    from vesselseg.config import SynthConfig
+    from vesselseg.synth import synthesize_dataset
+
+    out = tmp_path_factory.mktemp("synth")
+    cfg = SynthConfig(
+        shape=[32, 40, 48],
+        n_train=2,
+        n_val=1,
+        n_test=1,
+        n_unlabelled=1,
+        annotated_fraction=0.02,
+        slab=16,
+    )
+    synthesize_dataset(cfg, out)
+    return out

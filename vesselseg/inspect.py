@@ -1,0 +1,66 @@
+"""Human-readable summaries of volumes and dataset folders (``vesselseg info``)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+
+from vesselseg.io.checks import count_labels, value_range
+from vesselseg.io.dataset import discover_dataset
+from vesselseg.io.readers import Volume, open_volume
+
+
+def describe_volume(volume: Volume) -> list[str]:
+    """Shape, dtype, chunking, value range and (for 0/1/2 integer volumes) label counts."""
+    lo, hi = value_range(volume)
+    lines = [
+        f"path:   {volume.path}",
+        f"type:   {volume.kind}",
+        f"shape:  {volume.shape} (z, y, x)",
+        f"dtype:  {volume.dtype}",
+        f"chunks: {volume.chunks or 'none (memory-mapped or per-slice)'}",
+        f"size:   {volume.nbytes / 2**20:,.1f} MiB",
+        f"range:  [{lo:g}, {hi:g}]",
+    ]
+    if np.issubdtype(volume.dtype, np.integer) and lo >= 0 and hi <= 2:
+        counts = count_labels(volume)
+        lines.append(
+            f"labels: unannotated {counts.unannotated:,}  vessel {counts.vessel:,}  "
+            f"background {counts.background:,}  (annotated {100 * counts.annotated_fraction:.2f}%)"
+        )
+    return lines
+
+
+def describe_path(
+    path: Path,
+    file_type: str | None = None,
+    shape: list[int] | None = None,
+    dtype: str | None = None,
+) -> Iterator[str]:
+    """Lines describing a single volume, or a table of a dataset folder's samples."""
+    samples = None if (file_type or shape or not path.is_dir()) else discover_dataset(path)
+    if samples is None or (len(samples) == 1 and samples[0].image == path):
+        yield from describe_volume(
+            open_volume(path, file_type, tuple(shape) if shape else None, dtype)
+        )
+        return
+    yield f"dataset: {path} ({len(samples)} volumes, layout {samples[0].layout})"
+    yield (
+        f"{'id':<12} {'shape':<18} {'dtype':<8} {'mask':<5} {'truth':<5} "
+        f"{'annotated':>9} {'vessel vox':>11}"
+    )
+    for sample in samples:
+        image = sample.open_image()
+        mask = sample.open_mask()
+        annotated, vessel = "-", "-"
+        if mask is not None:
+            counts = count_labels(mask, name=str(sample.mask))
+            annotated = f"{100 * counts.annotated_fraction:.2f}%"
+            vessel = f"{counts.vessel:,}"
+        yield (
+            f"{sample.id:<12} {str(image.shape):<18} {str(image.dtype):<8} "
+            f"{'yes' if mask is not None else 'no':<5} {'yes' if sample.truth else 'no':<5} "
+            f"{annotated:>9} {vessel:>11}"
+        )
