@@ -186,10 +186,62 @@ def prepare() -> None:
     _not_built("prepare", "DVC pipeline issue")
 
 
-@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
-def train() -> None:
-    """Train a 3D model on vessel-guaranteed random crops, tracked in MLflow (planned)."""
-    _not_built("train", "training issue")
+NORMALIZATION = {"b": "batch", "g": "group", "batch": "batch", "group": "group"}
+
+
+@app.command()
+def train(
+    out: Annotated[Path | None, typer.Option(help="Saved model (default train.out_dir/model.pt).")] = None,
+    model: Annotated[str | None, typer.Option(help="vnet or unet.")] = None,
+    data_dir: Annotated[Path | None, typer.Option(help="Folder with train/ and val/ (seed 000).")] = None,
+    train_dir: Annotated[Path | None, typer.Option(help="Training volumes.")] = None,
+    val_dir: Annotated[Path | None, typer.Option(help="Validation volumes.")] = None,
+    lr: Annotated[float | None, typer.Option(help="Learning rate.")] = None,
+    batch_size: Annotated[int | None, typer.Option(help="Crops per batch.")] = None,
+    crop_size: Annotated[str | None, typer.Option(help="Crop size: N or Z,Y,X.")] = None,
+    samples_per_volume: Annotated[int | None, typer.Option(help="Crops per volume per epoch.")] = None,
+    num_loader_workers: Annotated[int | None, typer.Option(help="DataLoader workers.")] = None,
+    min_lr: Annotated[float | None, typer.Option(help="LR floor of the schedule.")] = None,
+    lr_reduce_factor: Annotated[float | None, typer.Option(help="Plateau LR factor.")] = None,
+    lr_schedule: Annotated[str | None, typer.Option(help="plateau or cosine.")] = None,
+    normalization: Annotated[str | None, typer.Option(help="b|batch or g|group.")] = None,
+    max_epochs: Annotated[int | None, typer.Option(help="Epochs.")] = None,
+    precision: Annotated[str | None, typer.Option(help="32 or bf16.")] = None,
+    accelerator: Annotated[str | None, typer.Option(help="auto, cpu, gpu or cuda.")] = None,
+    devices: Annotated[int | None, typer.Option(help="Devices (processes) to train on.")] = None,
+    seed: Annotated[int | None, typer.Option(help="Random seed (deterministic run).")] = None,
+    experiment: Annotated[str | None, typer.Option(help="MLflow experiment.")] = None,
+    run_name: Annotated[str | None, typer.Option(help="MLflow run name.")] = None,
+    resume: Annotated[bool, typer.Option(help="Continue from the last checkpoint.")] = False,
+    params: ParamsOpt = DEFAULT_PARAMS,
+    overrides: SetOpt = None,
+) -> None:
+    """Train a 3D network on random crops that always contain annotated vessel; tracked in MLflow.
+
+    Example: [bold]vesselseg train --model unet --max-epochs 20 --out models/stage1.pt[/bold]
+    """
+    _setup_logging()
+    if normalization is not None and normalization not in NORMALIZATION:
+        raise ConfigError(f"--normalization must be b, g, batch or group, got {normalization!r}")
+    if data_dir is not None:
+        train_dir, val_dir = train_dir or data_dir / "train", val_dir or data_dir / "val"
+    p = load_params(params, overrides, {
+        "model.name": model, "data.train_dir": str(train_dir) if train_dir else None,
+        "data.val_dir": str(val_dir) if val_dir else None, "train.lr": lr,
+        "train.batch_size": batch_size, "data.crop_size": parse_size(crop_size, "--crop-size"),
+        "data.samples_per_volume": samples_per_volume, "data.num_loader_workers": num_loader_workers,
+        "train.min_lr": min_lr, "train.lr_reduce_factor": lr_reduce_factor,
+        "train.lr_schedule": lr_schedule, "model.norm": NORMALIZATION.get(normalization or ""),
+        "train.max_epochs": max_epochs, "train.precision": precision,
+        "train.accelerator": accelerator, "train.devices": devices, "train.seed": seed,
+        "train.experiment": experiment, "train.run_name": run_name,
+    })
+    from vesselseg.training.fit import train_model
+
+    result = train_model(p, out or Path(p.train.out_dir) / "model.pt", resume=resume)
+    score = "n/a" if result.best_score is None else f"{result.best_score:.4f}"
+    typer.echo(f"trained {result.epochs} epochs; best {p.train.monitor} {score}; model "
+               f"{result.model_path}; checkpoints {result.checkpoint_dir}; MLflow run {result.run_id}")
 
 
 @app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})

@@ -203,6 +203,11 @@ def params_from_dict(raw: Any, source: str = "params", strict: bool = True) -> P
     return _build(Params, raw, prefix="", source=source, strict=strict)
 
 
+def section_from_dict(cls: type, raw: Any, section: str, source: str) -> Any:
+    """Build one section dataclass (e.g. :class:`ModelConfig`) strictly from a dict."""
+    return _build(cls, raw, prefix=f"{section}.", source=source, strict=True)
+
+
 def params_to_dict(params: Any) -> dict[str, Any]:
     """Nested plain dict of a config dataclass (what goes to YAML and MLflow)."""
     return dataclasses.asdict(params)

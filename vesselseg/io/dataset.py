@@ -120,8 +120,12 @@ def _pair_samples(folder: Path) -> list[Sample]:
     found: dict[str, dict[str, Path]] = {}
     for entry in sorted(folder.iterdir()):
         match = _PAIR.match(entry.name)
-        if not match or entry.name.endswith((".part", ".json")):
-            continue
+        if (
+            not match
+            or entry.name.startswith(".")
+            or (match.group(3) is None and not entry.is_dir())
+        ):
+            continue  # caches, sidecars and partial files are not volumes
         role, sample_id = match.group(1).lower(), match.group(2)
         if role in found.get(sample_id, {}):
             raise DatasetError(f"{entry}: two {role} volumes for id {sample_id!r}")

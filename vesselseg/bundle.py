@@ -1,0 +1,125 @@
+"""A saved model: weights (``NAME.pt``) + its own settings (``NAME.json``) side by side.
+
+The JSON carries everything inference needs — network settings, intensity normalisation,
+default tiling and threshold — so inference never imports training code. Weights are a plain
+``state_dict`` loaded with ``torch.load(weights_only=True)``: nothing is unpickled beyond
+tensors. Lightning checkpoints (``.ckpt``, for resuming training) are accepted too: their
+``state_dict`` and the ``bundle`` entry of their hyper-parameters are read the same safe way.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from vesselseg.errors import MissingPathError, VesselsegError
+
+FORMAT = "vesselseg-model/1"
+
+
+class ModelFileError(VesselsegError):
+    """A model file is missing, corrupt, or not a vesselseg model."""
+
+
+@dataclass
+class ModelMeta:
+    """What travels with the weights (the JSON beside ``NAME.pt``)."""
+
+    model: dict[str, Any]
+    percentiles: list[float] = field(default_factory=lambda: [0.5, 99.5])
+    tile_size: list[int] = field(default_factory=lambda: [64, 64, 64])
+    overlap: float = 0.25
+    threshold: float = 0.5
+    info: dict[str, Any] = field(default_factory=dict)  # run id, data version, metrics, ...
+    format: str = FORMAT
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], where: str) -> ModelMeta:
+        if data.get("format") != FORMAT:
+            raise ModelFileError(f"{where}: not a vesselseg model (format {data.get('format')!r})")
+        names = {f.name for f in dataclasses.fields(cls)}
+        try:
+            return cls(**{k: v for k, v in data.items() if k in names})
+        except TypeError as exc:
+            raise ModelFileError(f"{where}: incomplete model settings ({exc})") from None
+
+
+def meta_path(weights: Path) -> Path:
+    return weights.with_suffix(".json")
+
+
+def save_bundle(path: str | Path, state_dict: dict[str, Any], meta: ModelMeta) -> Path:
+    """Write ``path`` (weights) and its JSON atomically; returns the weights path."""
+    import torch
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".part")
+    torch.save({k: v.detach().cpu() for k, v in state_dict.items()}, tmp)
+    json_tmp = meta_path(path).with_name(meta_path(path).name + ".part")
+    json_tmp.write_text(meta.to_json())
+    os.replace(json_tmp, meta_path(path))
+    os.replace(tmp, path)
+    return path
+
+
+def load_bundle(path: str | Path, map_location: str = "cpu") -> tuple[dict[str, Any], ModelMeta]:
+    """Read ``(state_dict, meta)`` from ``NAME.pt`` + ``NAME.json`` or a Lightning ``.ckpt``."""
+    import pickle
+
+    import torch
+
+    path = Path(path)
+    if not path.is_file():
+        raise MissingPathError(f"{path}: no such model file")
+    try:
+        payload = torch.load(path, map_location=map_location, weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError) as exc:
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ModelFileError(f"{path}: not a readable model file ({reason[:160]})") from None
+    if not isinstance(payload, dict):
+        raise ModelFileError(f"{path}: not a vesselseg model (no state dict)")
+    if "state_dict" in payload and "hyper_parameters" in payload:  # Lightning checkpoint
+        bundle = payload["hyper_parameters"].get("bundle")
+        if not isinstance(bundle, dict):
+            raise ModelFileError(f"{path}: checkpoint carries no vesselseg model settings")
+        state = {
+            k.removeprefix("net."): v
+            for k, v in payload["state_dict"].items()
+            if k.startswith("net.")
+        }
+        return state, ModelMeta.from_dict(bundle, str(path))
+    side = meta_path(path)
+    if not side.is_file():
+        raise ModelFileError(f"{path}: settings file {side.name} is missing beside the weights")
+    try:
+        data = json.loads(side.read_text())
+    except ValueError:
+        raise ModelFileError(f"{side}: not valid JSON") from None
+    return payload, ModelMeta.from_dict(data, str(side))
+
+
+def build_from_bundle(path: str | Path, map_location: str = "cpu") -> tuple[Any, ModelMeta]:
+    """The network of a saved model, weights loaded, in eval mode."""
+    from vesselseg.config import ModelConfig, section_from_dict
+    from vesselseg.models import build_model
+
+    state, meta = load_bundle(path, map_location)
+    cfg = section_from_dict(ModelConfig, meta.model, "model", source=str(path))
+    net = build_model(cfg)
+    try:
+        net.load_state_dict(state)
+    except RuntimeError as exc:
+        first = str(exc).splitlines()[0]
+        raise ModelFileError(
+            f"{path}: weights do not fit a {cfg.name} model with these settings ({first[:120]})"
+        ) from None
+    net.eval()
+    return net, meta

@@ -1,0 +1,1 @@
+"""Training data: annotation index, crop sampling, normalisation, augmentation, DataModule."""

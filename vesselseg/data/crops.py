@@ -1,0 +1,148 @@
+"""Random 3D crops that always contain annotated voxels.
+
+A crop is drawn in O(1) of the annotation: one random indexed voxel from the
+:class:`~vesselseg.data.annotation_index.AnnotationIndex`, one uniformly random crop origin
+among those that keep the crop inside the volume and contain that voxel, and one region read
+of the label (and of the image). Nothing depends on how sparse the annotation is.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from vesselseg.config import as_triple
+from vesselseg.data.annotation_index import BACKGROUND, VESSEL, AnnotationIndex
+from vesselseg.errors import ShapeMismatchError
+
+Triple = tuple[int, int, int]
+
+
+def crop_origin_containing(
+    point: Sequence[int], crop_size: Sequence[int], volume_shape: Sequence[int],
+    rng: np.random.Generator,
+) -> Triple:
+    """A crop origin ``(z, y, x)``, uniform over the origins whose crop contains ``point``.
+
+    Along each axis the crop ``[o, o + c)`` lies inside ``[0, s)`` and contains ``p``. Where
+    the volume is smaller than the crop (``s <= c``) the origin is 0 (:func:`read_crop` pads).
+    """
+    origin = []
+    for p, c, s in zip(point, crop_size, volume_shape, strict=True):
+        if s <= c:
+            origin.append(0)
+            continue
+        low, high = max(0, p - c + 1), min(p, s - c)
+        origin.append(int(rng.integers(low, high + 1)))
+    return origin[0], origin[1], origin[2]
+
+
+def random_origin(crop_size: Sequence[int], volume_shape: Sequence[int],
+                  rng: np.random.Generator) -> Triple:
+    """A uniformly random origin of a crop inside the volume (0 where the volume is smaller)."""
+    o = [int(rng.integers(0, max(s - c, 0) + 1)) for c, s in zip(crop_size, volume_shape,
+                                                                  strict=True)]
+    return o[0], o[1], o[2]
+
+
+def read_crop(volume: Any, origin: Sequence[int], crop_size: Sequence[int],
+              pad_value: float = 0) -> np.ndarray:
+    """Read ``volume[o:o + c]`` ``(z, y, x)``, padding with ``pad_value`` outside the volume.
+
+    Only the part inside the volume is read. The result has shape ``crop_size`` and the
+    volume's dtype.
+    """
+    shape = volume.shape
+    lo = [max(0, o) for o in origin]
+    hi = [min(s, o + c) for o, c, s in zip(origin, crop_size, shape, strict=True)]
+    region = tuple(slice(a, b) for a, b in zip(lo, hi, strict=True))
+    if all(b - a == c for a, b, c in zip(lo, hi, crop_size, strict=True)):
+        return np.array(volume[region], order="C", copy=True)  # never a view of a memmap
+    out = np.full(tuple(crop_size), pad_value, dtype=np.dtype(volume.dtype))
+    if all(b > a for a, b in zip(lo, hi, strict=True)):
+        dest = tuple(slice(a - o, b - o) for a, b, o in zip(lo, hi, origin, strict=True))
+        out[dest] = volume[region]
+    return out
+
+
+class CropSampler:
+    """Draw ``(image, label)`` crops of ``crop_size`` from one volume, around annotation.
+
+    With probability ``1 - background_crop_fraction`` a *vessel crop*: a random indexed vessel
+    voxel and a random origin containing it; if the crop holds fewer than
+    ``min_vessel_voxels`` vessel voxels, up to ``max_tries`` new points are tried and, if none
+    is enough, the crop with the most vessel voxels is returned (it always holds at least one
+    indexed vessel voxel). Otherwise a *background crop* containing a random annotated
+    background voxel. A volume without annotated vessel gives background crops, one without
+    annotated background gives vessel crops, one without annotation random crops.
+
+    Labels outside the volume are padded with 0 (not annotated), the image with
+    ``image_pad_value``.
+    """
+
+    def __init__(
+        self,
+        image: Any,
+        mask: Any,
+        index: AnnotationIndex,
+        crop_size: int | Sequence[int],
+        min_vessel_voxels: int = 1,
+        background_crop_fraction: float = 0.25,
+        max_tries: int = 8,
+        image_pad_value: float = 0.0,
+    ) -> None:
+        if tuple(image.shape) != tuple(mask.shape) or tuple(mask.shape) != index.shape:
+            raise ShapeMismatchError(
+                f"image {tuple(image.shape)}, mask {tuple(mask.shape)} and index {index.shape} "
+                "shapes differ"
+            )
+        self.image = image
+        self.mask = mask
+        self.index = index
+        self.crop_size: Triple = as_triple(
+            crop_size if isinstance(crop_size, int) else list(crop_size)
+        )
+        self.min_vessel_voxels = int(min_vessel_voxels)
+        self.background_crop_fraction = float(background_crop_fraction)
+        self.max_tries = max(1, int(max_tries))
+        self.image_pad_value = image_pad_value
+
+    def sample(self, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+        """One crop: ``(image, label)``, both ``crop_size`` ``(z, y, x)``, volume dtypes."""
+        origin, label = self.sample_label(rng)
+        return read_crop(self.image, origin, self.crop_size, self.image_pad_value), label
+
+    def sample_label(self, rng: np.random.Generator) -> tuple[Triple, np.ndarray]:
+        """The origin and label crop ``(z, y, x)`` uint8 of one draw (the image is not read)."""
+        has_vessel = self.index.vessel.size > 0
+        has_background = self.index.background.size > 0
+        want_background = rng.random() < self.background_crop_fraction
+        if has_background and (want_background or not has_vessel):
+            return self._crop_around(BACKGROUND, rng)
+        if has_vessel:
+            return self._vessel_crop(rng)
+        origin = random_origin(self.crop_size, self.index.shape, rng)
+        return origin, self._read_label(origin)
+
+    def _vessel_crop(self, rng: np.random.Generator) -> tuple[Triple, np.ndarray]:
+        best: tuple[int, Triple, np.ndarray] | None = None
+        for _ in range(self.max_tries):
+            origin, label = self._crop_around(VESSEL, rng)
+            count = int(np.count_nonzero(label == VESSEL))
+            if count >= self.min_vessel_voxels:
+                return origin, label
+            if best is None or count > best[0]:
+                best = (count, origin, label)
+        assert best is not None
+        return best[1], best[2]
+
+    def _crop_around(self, label: int, rng: np.random.Generator) -> tuple[Triple, np.ndarray]:
+        point = self.index.random_point(label, rng)
+        assert point is not None
+        origin = crop_origin_containing(point, self.crop_size, self.index.shape, rng)
+        return origin, self._read_label(origin)
+
+    def _read_label(self, origin: Triple) -> np.ndarray:
+        return read_crop(self.mask, origin, self.crop_size, 0).astype(np.uint8, copy=False)

@@ -1,0 +1,90 @@
+"""LightningDataModule: validated train/val volumes → random training crops, fixed val crops.
+
+Batches are ``(image, label)``: float32 ``[B, 1, z, y, x]`` and uint8 ``[B, 1, z, y, x]``
+(0 not annotated, 1 vessel, 2 background).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytorch_lightning as pl
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from vesselseg.config import DataConfig
+from vesselseg.data.datasets import (
+    AugmentParams,
+    FixedCropDataset,
+    RandomCropDataset,
+    VolumeEntry,
+    prepare_volumes,
+)
+from vesselseg.io.dataset import discover_dataset
+
+
+class VesselDataModule(pl.LightningDataModule):
+    """Train on random crops of ``data_cfg.train_dir``, validate on fixed crops of ``val_dir``.
+
+    ``seed`` fixes the validation crops, the shuffling and the crop streams of the loaders.
+    ``val_crops_per_volume`` defaults to ``data_cfg.samples_per_volume``.
+    """
+
+    def __init__(
+        self,
+        data_cfg: DataConfig,
+        batch_size: int,
+        seed: int = 0,
+        cache_dir: str | Path | None = None,
+        val_crops_per_volume: int | None = None,
+        max_index_points: int = 2_000_000,
+    ) -> None:
+        super().__init__()
+        self.data_cfg = data_cfg
+        self.batch_size = batch_size
+        self.seed = seed
+        self.cache_dir = cache_dir
+        self.val_crops_per_volume = val_crops_per_volume or data_cfg.samples_per_volume
+        self.max_index_points = max_index_points
+        self.train_set: RandomCropDataset | None = None
+        self.val_set: FixedCropDataset | None = None
+
+    def _volumes(self, folder: str) -> list[VolumeEntry]:
+        samples = discover_dataset(folder, require_masks=True)
+        return prepare_volumes(
+            samples, self.data_cfg.percentiles, self.cache_dir, self.max_index_points
+        )
+
+    def setup(self, stage: str | None = None) -> None:
+        cfg = self.data_cfg
+        if self.train_set is None and stage in (None, "fit"):
+            self.train_set = RandomCropDataset(
+                self._volumes(cfg.train_dir), cfg.crop_size, cfg.samples_per_volume,
+                cfg.min_vessel_voxels, cfg.background_crop_fraction,
+                AugmentParams.from_config(cfg), seed=self.seed,
+            )
+        if self.val_set is None and stage in (None, "fit", "validate"):
+            self.val_set = FixedCropDataset(
+                self._volumes(cfg.val_dir), cfg.crop_size, self.val_crops_per_volume,
+                cfg.min_vessel_voxels, cfg.background_crop_fraction, seed=self.seed,
+            )
+
+    def _loader(self, dataset: Dataset | None, shuffle: bool, offset: int) -> DataLoader:
+        if dataset is None:
+            raise RuntimeError("call setup() before asking for a dataloader")
+        workers = self.data_cfg.num_loader_workers
+        return DataLoader(
+            dataset,
+            batch_size=self.batch_size,
+            shuffle=shuffle,
+            num_workers=workers,
+            persistent_workers=workers > 0,
+            pin_memory=torch.cuda.is_available(),
+            generator=torch.Generator().manual_seed(self.seed + offset),
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader(self.train_set, shuffle=True, offset=0)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader(self.val_set, shuffle=False, offset=1)

@@ -1,0 +1,1 @@
+"""Training: the thin LightningModule, callbacks and the fit() wiring."""

@@ -1,0 +1,197 @@
+"""``vesselseg train``: wire data, network, Lightning trainer, checkpoints and MLflow together.
+
+Outputs for ``--out models/model.pt``:
+
+* ``models/model.pt`` + ``models/model.json`` — the best weights and their settings (what
+  ``vesselseg predict`` loads), written atomically at the end;
+* ``models/model_ckpt/best.ckpt`` and ``last.ckpt`` — Lightning checkpoints (``--resume``
+  continues from ``last.ckpt``), plus ``run.json`` with the MLflow run id;
+* an MLflow run: the resolved config as params, per-epoch metrics, overlays, the best
+  checkpoint and the saved model as artifacts.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from vesselseg.config import Params, as_triple, flatten, params_to_dict
+from vesselseg.errors import ConfigError, VesselsegError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainResult:
+    """What a training run produced."""
+
+    model_path: Path
+    checkpoint_dir: Path
+    run_id: str
+    best_score: float | None
+    epochs: int
+
+
+def checkpoint_dir(out: Path) -> Path:
+    return out.with_name(out.stem + "_ckpt")
+
+
+def check_sizes(params: Params) -> None:
+    """Crop and tile sides must be multiples of the network's total down-sampling."""
+    factor = 2 ** (params.model.depth - 1)
+    for key, size in (
+        ("data.crop_size", params.data.crop_size),
+        ("infer.tile_size", params.infer.tile_size),
+    ):
+        if any(s % factor for s in as_triple(size)):
+            raise ConfigError(
+                f"{key} {as_triple(size)} must be a multiple of {factor} for "
+                f"{params.model.name} with depth {params.model.depth}"
+            )
+
+
+def quiet_lightning() -> None:
+    """Drop Lightning's tips and known-harmless warnings from the console."""
+    import warnings
+
+    for name in (
+        "pytorch_lightning.utilities.rank_zero",
+        "pytorch_lightning.accelerators.cuda",
+        "lightning_fabric.utilities.seed",
+    ):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    warnings.filterwarnings("ignore", message=".*exists and is not empty.*")
+    warnings.filterwarnings("ignore", message=".*LeafSpec.*")
+    warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+
+
+def train_model(
+    params: Params,
+    out: str | Path,
+    resume: bool = False,
+    tags: dict[str, str] | None = None,
+    mlflow_root: str | Path | None = None,
+) -> TrainResult:
+    """Train ``params.model`` on ``params.data``; return where the model and run are."""
+    import pytorch_lightning as pl
+    import torch
+
+    from vesselseg import tracking
+    from vesselseg.bundle import ModelMeta, save_bundle
+    from vesselseg.data.datamodule import VesselDataModule
+    from vesselseg.models import build_model
+    from vesselseg.training.callbacks import OverlayCallback, progress_callbacks
+    from vesselseg.training.module import VesselSegModule
+
+    out = Path(out)
+    cfg = params.train
+    check_sizes(params)
+    quiet_lightning()
+    ckpt_dir = checkpoint_dir(out)
+    last = ckpt_dir / "last.ckpt"
+    run_file = ckpt_dir / "run.json"
+    if resume and not last.is_file():
+        raise VesselsegError(f"{last}: nothing to resume (no last checkpoint)")
+    if not resume and last.exists():
+        for stale in ckpt_dir.glob("*.ckpt"):
+            stale.unlink()
+
+    pl.seed_everything(cfg.seed, workers=True, verbose=False)
+    datamodule = VesselDataModule(params.data, cfg.batch_size, seed=cfg.seed)
+    datamodule.setup("fit")  # validates the data before anything is written
+
+    meta = ModelMeta(
+        model=params_to_dict(params.model),
+        percentiles=list(params.data.percentiles),
+        tile_size=list(as_triple(params.infer.tile_size)),
+        overlap=params.infer.overlap,
+        threshold=params.infer.threshold,
+    )
+    module = VesselSegModule(build_model(params.model), cfg, dataclasses.asdict(meta))
+
+    run_id = json.loads(run_file.read_text())["run_id"] if resume and run_file.is_file() else None
+    all_tags = {"git_commit": tracking.git_commit() or "unknown", **(tags or {})}
+    logger = tracking.lightning_logger(
+        cfg.experiment, cfg.run_name or out.stem, run_id, all_tags, mlflow_root
+    )
+    if run_id is None:
+        logger.log_hyperparams(flatten(params))
+    ckpt_dir.mkdir(parents=True, exist_ok=True)
+    run_file.write_text(json.dumps({"run_id": logger.run_id}))
+
+    checkpoint = pl.callbacks.ModelCheckpoint(
+        dirpath=ckpt_dir,
+        filename="best",
+        monitor=cfg.monitor,
+        mode=cfg.monitor_mode,
+        save_top_k=1,
+        save_last=True,
+        enable_version_counter=False,
+    )
+    callbacks = [
+        checkpoint,
+        pl.callbacks.LearningRateMonitor(logging_interval="epoch"),
+        OverlayCallback(cfg.overlay_every_n_epochs, mlflow_root),
+        *progress_callbacks(),
+    ]
+    trainer = pl.Trainer(
+        max_epochs=cfg.max_epochs,
+        accelerator="gpu" if cfg.accelerator == "cuda" else cfg.accelerator,
+        devices=cfg.devices,
+        precision="bf16-mixed" if cfg.precision == "bf16" else "32-true",
+        deterministic=True,
+        logger=logger,
+        callbacks=callbacks,
+        log_every_n_steps=1,
+        num_sanity_val_steps=0,
+        enable_model_summary=False,
+        enable_progress_bar=os.environ.get("VESSELSEG_PROGRESS", "1") != "0",
+        default_root_dir=str(ckpt_dir),
+    )
+    torch.set_float32_matmul_precision("high")
+    trainer.fit(
+        module, datamodule=datamodule, ckpt_path=str(last) if resume else None, weights_only=True
+    )
+
+    best_path = Path(checkpoint.best_model_path or last)
+    if trainer.is_global_zero:
+        state = torch.load(best_path, map_location="cpu", weights_only=True)["state_dict"]
+        weights = {k.removeprefix("net."): v for k, v in state.items() if k.startswith("net.")}
+        score = checkpoint.best_model_score
+        meta.info = {
+            "run_id": logger.run_id,
+            "monitor": cfg.monitor,
+            "best_score": float(score) if score is not None else None,
+            "epochs": trainer.current_epoch,
+            **all_tags,
+        }
+        save_bundle(out, weights, meta)
+        for path, folder in (
+            (out, "model"),
+            (out.with_suffix(".json"), "model"),
+            (best_path, "checkpoints"),
+        ):
+            tracking.log_artifact(logger.run_id, path, folder, mlflow_root)
+    best = checkpoint.best_model_score
+    return TrainResult(
+        out,
+        ckpt_dir,
+        logger.run_id,
+        float(best) if best is not None else None,
+        trainer.current_epoch,
+    )
+
+
+def describe(result: TrainResult) -> dict[str, Any]:
+    return {
+        "model": str(result.model_path),
+        "checkpoints": str(result.checkpoint_dir),
+        "run_id": result.run_id,
+        "best_score": result.best_score,
+        "epochs": result.epochs,
+    }
