@@ -348,3 +348,26 @@ def test_datamodule_batches(tmp_path: Path, workers: int) -> None:
     (ia, la), (ib, lb) = batches
     assert ia.shape == (2, 1, 8, 8, 8) and la.dtype == torch.uint8
     assert torch.equal(ia, ib) and torch.equal(la, lb)  # same seed, same batches
+
+
+def test_epochs_draw_the_same_crops_with_any_worker_count_or_history(tmp_path: Path) -> None:
+    for i in range(2):
+        _write_sample(tmp_path / "train", f"t{i}", n_vessel=25, seed=i)
+        _write_sample(tmp_path / "val", f"v{i}", n_vessel=25, seed=i + 5)
+
+    def epoch_batches(workers: int, epochs: list[int]) -> list[torch.Tensor]:
+        cfg = DataConfig(train_dir=str(tmp_path / "train"), val_dir=str(tmp_path / "val"),
+                         crop_size=[8, 8, 8], samples_per_volume=2, num_loader_workers=workers)
+        dm = VesselDataModule(cfg, batch_size=2, seed=0, cache_dir=tmp_path / "cache")
+        dm.setup("fit")
+        loader = dm.train_dataloader()
+        out = []
+        for epoch in epochs:
+            loader.sampler.set_epoch(epoch)  # what Lightning does before each epoch
+            out.append(torch.cat([image for image, _ in loader]))
+        return out
+
+    straight = epoch_batches(0, [0, 1, 2])
+    resumed = epoch_batches(2, [2])  # a run resumed at epoch 2, with workers
+    assert torch.equal(straight[2], resumed[0])
+    assert not torch.equal(straight[0], straight[1])  # epochs differ

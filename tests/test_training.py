@@ -6,8 +6,9 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 
-from vesselseg.bundle import build_from_bundle
+from vesselseg.bundle import build_from_bundle, load_bundle
 from vesselseg.config import Params, apply_overrides
 from vesselseg.errors import ConfigError, VesselsegError
 from vesselseg.training.fit import train_model
@@ -83,6 +84,14 @@ def test_resume_continues_from_last_epoch(tiny_dataset: Path, tmp_path: Path, st
     assert sorted(m.step for m in history) == sorted(set(m.step for m in history))
     assert len(history) == 3  # epochs 0 (first run), 1 and 2 (resumed), no repeat
     assert json.loads((second.checkpoint_dir / "run.json").read_text())["run_id"] == first.run_id
+
+    # an uninterrupted deterministic run ends with exactly the same weights
+    straight = tmp_path / "straight.pt"
+    train_model(tiny_params(tiny_dataset, "train.max_epochs=3"), straight, mlflow_root=store)
+    a, _ = load_bundle(out)
+    b, _ = load_bundle(straight)
+    assert a.keys() == b.keys()
+    assert all(torch.equal(a[k], b[k]) for k in a)
 
 
 def test_resume_without_checkpoint_is_an_error(

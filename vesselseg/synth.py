@@ -11,7 +11,7 @@ and the benchmarks run on volumes made here:
   Laplacian of the vessel map) and Gaussian noise;
 * a dense truth (0/1) and a sparse annotation in the 0/1/2 code: a few partial 2D slices along
   random axes, each a rectangle around a vessel, with vessel = 1 and background = 2; the
-  uncertain one-voxel rim outside each vessel is left unannotated, as a person would.
+  uncertain half-voxel rim just outside each vessel is left unannotated, as a person would.
 
 Everything is generated slab by slab along z with a halo, from per-plane seeded noise, so the
 result is identical for any slab size and memory stays bounded for any depth.
@@ -299,7 +299,7 @@ def annotation_slab(patches: list[Patch], z0: int, z1: int, sdf: np.ndarray) -> 
                 else (slice(zs - z0, ze - z0), rest, plane)
             )
         d = sdf[region]
-        mask[region] = np.where(d <= 0, 1, np.where(d > 1.0, 2, 0)).astype(np.uint8)
+        mask[region] = np.where(d <= 0, 1, np.where(d > 0.5, 2, 0)).astype(np.uint8)
     return mask
 
 

@@ -15,6 +15,7 @@ from torch.utils.data import DataLoader, Dataset
 from vesselseg.config import DataConfig
 from vesselseg.data.datasets import (
     AugmentParams,
+    EpochSampler,
     FixedCropDataset,
     RandomCropDataset,
     VolumeEntry,
@@ -69,22 +70,22 @@ class VesselDataModule(pl.LightningDataModule):
                 cfg.min_vessel_voxels, cfg.background_crop_fraction, seed=self.seed,
             )
 
-    def _loader(self, dataset: Dataset | None, shuffle: bool, offset: int) -> DataLoader:
+    def _loader(self, dataset: Dataset | None, shuffle: bool) -> DataLoader:
         if dataset is None:
             raise RuntimeError("call setup() before asking for a dataloader")
         workers = self.data_cfg.num_loader_workers
+        sampler = EpochSampler(len(dataset), self.seed) if shuffle else None
         return DataLoader(
             dataset,
             batch_size=self.batch_size,
-            shuffle=shuffle,
+            sampler=sampler,
             num_workers=workers,
             persistent_workers=workers > 0,
             pin_memory=torch.cuda.is_available(),
-            generator=torch.Generator().manual_seed(self.seed + offset),
         )
 
     def train_dataloader(self) -> DataLoader:
-        return self._loader(self.train_set, shuffle=True, offset=0)
+        return self._loader(self.train_set, shuffle=True)
 
     def val_dataloader(self) -> DataLoader:
-        return self._loader(self.val_set, shuffle=False, offset=1)
+        return self._loader(self.val_set, shuffle=False)

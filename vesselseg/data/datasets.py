@@ -4,26 +4,24 @@ Items are ``(image, label)``: ``image`` float32 ``[1, z, y, x]`` normalised with
 percentiles, ``label`` uint8 ``[1, z, y, x]`` (0 not annotated, 1 vessel, 2 background).
 
 Volume handles are opened lazily, once per process, on first use (never pickled), so every
-DataLoader worker reads through its own file handles. Randomness comes from one
-``np.random.Generator`` per process, seeded from the dataset ``seed`` and, inside a worker,
-the worker's torch seed (``base_seed + worker_id``, drawn from the main process's torch
-generator): with a fixed seed (``pytorch_lightning.seed_everything``) runs repeat exactly, and
-workers, epochs (non-persistent workers re-seed, persistent ones continue their stream) and
-volumes all get different crops.
+DataLoader worker reads through its own file handles. A training crop's randomness is seeded by
+``(seed, key)`` where :class:`EpochSampler` hands out keys ``epoch * len + i``: crops depend on
+neither the worker count nor the history, so a run resumed from a checkpoint at epoch ``e``
+sees exactly the crops an uninterrupted run sees.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset, get_worker_info
+from torch.utils.data import Dataset
 
 from vesselseg.config import DataConfig, as_triple
 from vesselseg.data.annotation_index import AnnotationIndex, load_or_build_index
@@ -109,11 +107,10 @@ class _CropDatasetBase(Dataset):
     def _reset(self) -> None:
         self._pid = os.getpid()
         self._samplers: dict[int, CropSampler] = {}
-        self._rng: np.random.Generator | None = None
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
-        state.update(_samplers={}, _rng=None, _pid=-1)
+        state.update(_samplers={}, _pid=-1)
         return state
 
     def sampler(self, volume: int) -> CropSampler:
@@ -131,16 +128,6 @@ class _CropDatasetBase(Dataset):
                 image_pad_value=entry.stats.lo,
             )
         return self._samplers[volume]
-
-    def rng(self) -> np.random.Generator:
-        """This process's generator: dataset seed (+ the worker's torch seed in a worker)."""
-        if self._pid != os.getpid():
-            self._reset()
-        if self._rng is None:
-            info = get_worker_info()
-            entropy = [self.seed] if info is None else [self.seed, int(info.seed) % 2**63]
-            self._rng = np.random.default_rng(entropy)
-        return self._rng
 
     def _to_tensors(self, image: np.ndarray, label: np.ndarray) -> tuple[torch.Tensor, ...]:
         return torch.from_numpy(image[None]), torch.from_numpy(label[None])
@@ -169,11 +156,14 @@ class RandomCropDataset(_CropDatasetBase):
     def __len__(self) -> int:
         return self.samples_per_volume * len(self.volumes)
 
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
-        if not 0 <= i < len(self):
-            raise IndexError(i)
-        volume = i % len(self.volumes)
-        rng = self.rng()
+    def __getitem__(self, key: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Crop number ``key``: volume ``key % n_volumes``, random draws seeded by
+        ``(seed, key)``, so a crop depends on neither the worker nor the history. Keys past
+        ``len(self)`` come from :class:`EpochSampler` (``epoch * len + i``)."""
+        if key < 0:
+            raise IndexError(key)
+        volume = key % len(self.volumes)
+        rng = np.random.default_rng([self.seed, key])
         image, label = self.sampler(volume).sample(rng)
         stats = self.volumes[volume].stats
         image = normalize(image, stats.lo, stats.hi)
@@ -182,6 +172,29 @@ class RandomCropDataset(_CropDatasetBase):
             image, label = augment(image, label, rng, a.flip, a.rot90, a.intensity_scale,
                                    a.intensity_shift, a.noise_std)
         return self._to_tensors(image, label)
+
+
+class EpochSampler(torch.utils.data.Sampler[int]):
+    """Shuffled keys ``epoch * n + i`` for a :class:`RandomCropDataset` of length ``n``.
+
+    Lightning calls :meth:`set_epoch` before every epoch, so epoch ``e`` draws the same crops
+    in the same order whether the run went straight through or resumed from a checkpoint.
+    """
+
+    def __init__(self, length: int, seed: int) -> None:
+        self.length = length
+        self.seed = seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __iter__(self) -> Iterator[int]:
+        order = np.random.default_rng([self.seed, self.epoch]).permutation(self.length)
+        return iter((self.epoch * self.length + order).tolist())
 
 
 class FixedCropDataset(_CropDatasetBase):
