@@ -1,0 +1,49 @@
+"""Kaggle RLE: round trips, the competition's conventions, submission file."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from vesselseg.kaggle import EMPTY, rle_decode, rle_encode, write_submission
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_round_trip_random_masks(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    mask = (rng.random((17, 23)) < rng.uniform(0.05, 0.95)).astype(np.uint8)
+    np.testing.assert_array_equal(rle_decode(rle_encode(mask), mask.shape), mask)
+
+
+def test_empty_and_full() -> None:
+    assert rle_encode(np.zeros((4, 5))) == EMPTY == "1 0"
+    np.testing.assert_array_equal(rle_decode(EMPTY, (4, 5)), np.zeros((4, 5)))
+    assert rle_encode(np.ones((4, 5))) == "1 20"
+    np.testing.assert_array_equal(rle_decode("1 20", (4, 5)), np.ones((4, 5)))
+
+
+def test_row_major_one_based_literal() -> None:
+    mask = np.array([[0, 1, 1], [1, 0, 1]])
+    assert rle_encode(mask) == "2 3 6 1"  # flat 0 1 1 1 0 1
+
+
+def test_odd_rle_is_an_error() -> None:
+    with pytest.raises(ValueError, match="odd number"):
+        rle_decode("1 2 3", (2, 2))
+
+
+def test_submission_ids_and_rows(tmp_path: Path) -> None:
+    mask = np.zeros((3, 4, 4), np.uint8)
+    mask[1, 0, :2] = 1
+    prob = np.full((2, 4, 4), 0.2, np.float32)
+    prob[0, 3, 3] = 0.9
+    out = write_submission({"kidney_5": mask, "kidney_6": prob}, tmp_path / "submission.csv")
+    rows = list(csv.reader(out.open()))
+    assert rows[0] == ["id", "rle"]
+    assert rows[1:] == [["kidney_5_0000", "1 0"], ["kidney_5_0001", "1 2"],
+                        ["kidney_5_0002", "1 0"], ["kidney_6_0000", "16 1"],
+                        ["kidney_6_0001", "1 0"]]
+    assert not (tmp_path / "submission.csv.part").exists()
