@@ -43,7 +43,28 @@ def test_submission_ids_and_rows(tmp_path: Path) -> None:
     out = write_submission({"kidney_5": mask, "kidney_6": prob}, tmp_path / "submission.csv")
     rows = list(csv.reader(out.open()))
     assert rows[0] == ["id", "rle"]
-    assert rows[1:] == [["kidney_5_0000", "1 0"], ["kidney_5_0001", "1 2"],
-                        ["kidney_5_0002", "1 0"], ["kidney_6_0000", "16 1"],
-                        ["kidney_6_0001", "1 0"]]
+    assert rows[1:] == [
+        ["kidney_5_0000", "1 0"],
+        ["kidney_5_0001", "1 2"],
+        ["kidney_5_0002", "1 0"],
+        ["kidney_6_0000", "16 1"],
+        ["kidney_6_0001", "1 0"],
+    ]
     assert not (tmp_path / "submission.csv.part").exists()
+
+
+def test_cli_submit(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from vesselseg.cli import app
+
+    mask = np.zeros((2, 3, 3), np.uint8)
+    mask[1, 1, 1] = 1
+    np.save(tmp_path / "kidney_9.model.mask.npy", mask)
+    np.save(tmp_path / "kidney_9.model.prob.npy", mask.astype(np.float32))
+    result = CliRunner().invoke(app, ["submit", str(tmp_path), "--out", str(tmp_path / "s.csv")])
+    assert result.exit_code == 0, result.output
+    rows = list(csv.reader((tmp_path / "s.csv").open()))
+    assert rows == [["id", "rle"], ["kidney_9_0000", "1 0"], ["kidney_9_0001", "5 1"]]
+    result = CliRunner().invoke(app, ["submit", str(tmp_path / "nope")])
+    assert result.exit_code == 2 and "no such folder" in result.output

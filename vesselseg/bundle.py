@@ -123,3 +123,16 @@ def build_from_bundle(path: str | Path, map_location: str = "cpu") -> tuple[Any,
         ) from None
     net.eval()
     return net, meta
+
+
+def load_meta(path: str | Path) -> ModelMeta:
+    """Only the settings of a saved model (``NAME.json``); no weights, no torch."""
+    path = Path(path)
+    side = meta_path(path)
+    if path.suffix == ".ckpt" or not side.is_file():
+        return load_bundle(path)[1]
+    try:
+        data = json.loads(side.read_text())
+    except ValueError:
+        raise ModelFileError(f"{side}: not valid JSON") from None
+    return ModelMeta.from_dict(data, str(side))

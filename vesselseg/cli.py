@@ -16,7 +16,13 @@ from typing import Annotated, Any
 import typer
 from typer.core import TyperGroup
 
-from vesselseg.errors import ConfigError, NotBuiltError, VesselsegError
+from vesselseg.errors import (
+    ConfigError,
+    DatasetError,
+    MissingPathError,
+    NotBuiltError,
+    VesselsegError,
+)
 
 log = logging.getLogger("vesselseg")
 
@@ -73,6 +79,21 @@ def load_params(params: Path, overrides: list[str] | None, values: dict[str, Any
     else:
         raise ConfigError(f"{params}: params file not found")
     return config.with_values(loaded, values or {})
+
+
+def best_threshold_from(metrics: Path) -> float:
+    """``overall.best_threshold_val`` of a metrics.json written by ``evaluate --val-dir``."""
+    import json
+
+    if not metrics.is_file():
+        raise MissingPathError(f"{metrics}: no such metrics file")
+    try:
+        value = json.loads(metrics.read_text())["overall"]["best_threshold_val"]
+    except (ValueError, KeyError, TypeError):
+        raise ConfigError(f"{metrics}: no overall.best_threshold_val (run evaluate --val-dir)") from None
+    if not isinstance(value, (int, float)) or not 0 < value < 1:
+        raise ConfigError(f"{metrics}: best_threshold_val {value!r} is not in (0, 1)")
+    return float(value)
 
 
 def parse_size(text: str | None, name: str = "--size") -> list[int] | None:
@@ -213,6 +234,7 @@ def train(
     experiment: Annotated[str | None, typer.Option(help="MLflow experiment.")] = None,
     run_name: Annotated[str | None, typer.Option(help="MLflow run name.")] = None,
     resume: Annotated[bool, typer.Option(help="Continue from the last checkpoint.")] = False,
+    pseudo: Annotated[Path | None, typer.Option(help="Pseudo labels from `vesselseg pseudo` (stage 2).")] = None,
     params: ParamsOpt = DEFAULT_PARAMS,
     overrides: SetOpt = None,
 ) -> None:
@@ -238,52 +260,307 @@ def train(
     })
     from vesselseg.training.fit import train_model
 
-    result = train_model(p, out or Path(p.train.out_dir) / "model.pt", resume=resume)
+    result = train_model(p, out or Path(p.train.out_dir) / "model.pt", resume=resume,
+                         pseudo_dir=pseudo)
     score = "n/a" if result.best_score is None else f"{result.best_score:.4f}"
     typer.echo(f"trained {result.epochs} epochs; best {p.train.monitor} {score}; model "
                f"{result.model_path}; checkpoints {result.checkpoint_dir}; MLflow run {result.run_id}")
 
 
-@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
-def predict() -> None:
-    """Streamed sliding-window inference on volumes larger than memory (planned)."""
-    _not_built("predict", "inference issue")
+@app.command()
+def predict(
+    input_path: Annotated[
+        Path | None, typer.Argument(metavar="INPUT", help="A volume or a folder of volumes.")
+    ] = None,
+    data_dir: Annotated[
+        Path | None, typer.Option("--data-dir", "--data_dir", help="Same as INPUT (seed 000).")
+    ] = None,
+    model: Annotated[
+        str | None, typer.Option("--model", "-m", help="Model file NAME.pt (+ NAME.json) or .ckpt.")
+    ] = None,
+    save_dir: Annotated[
+        Path | None, typer.Option("--save-dir", "--save_dir", help="Output folder (infer.out_dir).")
+    ] = None,
+    tile_size: Annotated[
+        str | None,
+        typer.Option("--tile-size", "--crop-size", "--crop_size", help="Window: N or Z,Y,X."),
+    ] = None,
+    overlap: Annotated[float | None, typer.Option(help="Window overlap fraction [0, 1).")] = None,
+    border: Annotated[
+        int | None, typer.Option(help="Keep only each window's interior (seed 000); 0 = off.")
+    ] = None,
+    blend: Annotated[str | None, typer.Option(help="gaussian or constant.")] = None,
+    batch_size: Annotated[int | None, typer.Option(help="Windows per network call.")] = None,
+    tta: Annotated[bool | None, typer.Option("--tta/--no-tta", help="Average 8 flips.")] = None,
+    precision: Annotated[str | None, typer.Option(help="32 or bf16 (autocast).")] = None,
+    threshold: Annotated[float | None, typer.Option(help="Mask = probability >= this.")] = None,
+    threshold_from: Annotated[
+        Path | None, typer.Option(help="metrics.json of `evaluate --val-dir`: its best threshold.")
+    ] = None,
+    prob_dtype: Annotated[str | None, typer.Option(help="float32, float16 or uint8.")] = None,
+    out_format: Annotated[str | None, typer.Option(help="npy, zarr or tiff.")] = None,
+    naming: Annotated[
+        str | None, typer.Option(help="default (X.MODEL.prob.npy) or seed (CKPT.X.npy.pred.npy).")
+    ] = None,
+    file_type: Annotated[
+        str | None, typer.Option("--file-type", "--file_type", help="npy, raw, tiff or zarr.")
+    ] = None,
+    shape: Annotated[str | None, typer.Option(help="Raw input: Z,Y,X.")] = None,
+    dtype: Annotated[str | None, typer.Option(help="Raw input: numpy dtype.")] = None,
+    resume: Annotated[
+        bool, typer.Option(help="Continue interrupted outputs; skip finished ones.")
+    ] = False,
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
+    max_buffer_mib: Annotated[
+        float, typer.Option(help="Memory for blending buffers; larger planes are cut.")
+    ] = 1024.0,
+    params: ParamsOpt = DEFAULT_PARAMS,
+    overrides: SetOpt = None,
+) -> None:
+    """Streamed sliding-window inference on volumes of any size (bounded memory, resumable).
+
+    Writes X.MODEL.prob.npy (probabilities) and X.MODEL.mask.npy (thresholded) per input.
+
+    Example: [bold]vesselseg predict data/raw/test --model models/best.pt --tta[/bold]
+    """
+    _setup_logging()
+    if model is None and input_path is not None and data_dir is not None:
+        model, input_path = str(input_path), None  # seed 000: CHECKPOINT --data-dir DIR
+    source = input_path or data_dir
+    if source is None:
+        raise ConfigError("predict: give an INPUT volume or folder (or --data-dir)")
+    if model is None:
+        raise ConfigError("--model: give a saved model file (NAME.pt with NAME.json, or .ckpt)")
+    if threshold_from is not None:
+        if threshold is not None:
+            raise ConfigError("give --threshold or --threshold-from, not both")
+        threshold = best_threshold_from(threshold_from)
+    if model in ("vnet", "unet") and not Path(model).exists():
+        raise ConfigError(f"--model {model}: give the model file; its architecture is read from it")
+    p = load_params(
+        params,
+        overrides,
+        {
+            "infer.tile_size": parse_size(tile_size, "--tile-size"),
+            "infer.overlap": overlap,
+            "infer.border": border,
+            "infer.blend": blend,
+            "infer.batch_size": batch_size,
+            "infer.tta": tta,
+            "infer.precision": precision,
+            "infer.threshold": threshold,
+            "infer.prob_dtype": prob_dtype,
+            "infer.out_format": out_format,
+            "infer.naming": naming,
+        },
+    )
+    from vesselseg.inference.run import predict_path
+    from vesselseg.registry import resolve_model
+
+    summary = predict_path(
+        source, resolve_model(model), save_dir, p.infer, file_type=file_type,
+        shape=tuple(parse_size(shape, "--shape")) if shape else None, dtype=dtype,
+        resume=resume, device=device, max_buffer_mib=max_buffer_mib,
+    )
+    typer.echo(summary.line())
 
 
-@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
-def evaluate() -> None:
-    """Dice, clDice and surface Dice of predictions against truth (planned)."""
-    _not_built("evaluate", "metrics issue")
+@app.command()
+def evaluate(
+    model: Annotated[Path, typer.Option(help="Saved model (.pt) whose predictions are scored.")],
+    data_dir: Annotated[Path, typer.Option(help="Volumes with truth_X (dense) or mask_X (sparse).")] = Path("data/raw/test"),
+    pred_dir: Annotated[Path | None, typer.Option(help="Predictions (missing ones are made).")] = None,
+    val_dir: Annotated[Path | None, typer.Option(help="Validation volumes for the best threshold.")] = None,
+    metrics: Annotated[Path, typer.Option(help="metrics.json to write.")] = Path("metrics.json"),
+    plots: Annotated[Path, typer.Option(help="Folder for pr.csv and PNGs.")] = Path("plots"),
+    threshold: Annotated[float | None, typer.Option(help="Mask threshold.")] = None,
+    tolerance: Annotated[float, typer.Option(help="Surface Dice tolerance in voxels.")] = 0.0,
+    thresholds: Annotated[int, typer.Option(help="Thresholds in the PR curve.")] = 21,
+    mlflow: Annotated[bool, typer.Option(help="Log to MLflow.")] = True,
+    params: ParamsOpt = DEFAULT_PARAMS,
+    overrides: SetOpt = None,
+) -> None:
+    """Dice, IoU, precision/recall, clDice, surface Dice and components against truth.
+
+    Writes metrics.json, plots/pr.csv and PNGs (TP/FP/FN projections and slices) and logs
+    them to the model's MLflow run.
+
+    Example: [bold]vesselseg evaluate --model models/model.pt --data-dir data/raw/test --val-dir data/raw/val[/bold]
+    """
+    _setup_logging()
+    if thresholds < 2:
+        raise ConfigError(f"--thresholds must be >= 2, got {thresholds}")
+    if tolerance < 0:
+        raise ConfigError(f"--tolerance must be >= 0, got {tolerance}")
+    p = load_params(params, overrides, {"infer.threshold": threshold})
+    from vesselseg.evaluation import evaluate_dataset
+    from vesselseg.registry import resolve_model
+
+    s = evaluate_dataset(data_dir, resolve_model(str(model)),
+                         pred_dir or Path(p.infer.out_dir), p.infer, metrics,
+                         plots, val_dir, tolerance, thresholds, mlflow)
+    o = s.overall
+    best = "" if s.best_threshold_val is None else f"; best val threshold {s.best_threshold_val:.2f}"
+    cl = "n/a" if o.get("cldice") is None else f"{o['cldice']:.4f}"
+    sd = "n/a" if o.get("surface_dice") is None else f"{o['surface_dice']:.4f}"
+    typer.echo(f"{o['volumes']} volumes: dice {o['dice']:.4f}, clDice {cl}, surface Dice {sd}"
+               f"{best}; wrote {s.metrics_path} and {plots}/"
+               + (f"; MLflow run {s.run_id}" if s.run_id else ""))
 
 
-@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
-def pseudo() -> None:
-    """Pseudo labels for unlabelled volumes from confident predictions (planned)."""
-    _not_built("pseudo", "multiview/pseudo-label issue")
+@app.command()
+def pseudo(
+    model: Annotated[str, typer.Option(help="Saved model (.pt) or models:/NAME@ALIAS.")],
+    in_dir: Annotated[Path | None, typer.Option(help="Unlabelled volumes (default pseudo.in_dir).")] = None,
+    out_dir: Annotated[Path | None, typer.Option(help="Output folder (default pseudo.out_dir).")] = None,
+    hi: Annotated[float | None, typer.Option(help="Vessel where p >= hi.")] = None,
+    lo: Annotated[float | None, typer.Option(help="Background where p <= lo.")] = None,
+    min_component_voxels: Annotated[int | None, typer.Option(help="Drop smaller vessel components.")] = None,
+    resume: Annotated[bool, typer.Option(help="Resume interrupted predictions.")] = False,
+    params: ParamsOpt = DEFAULT_PARAMS,
+    overrides: SetOpt = None,
+) -> None:
+    """Pseudo labels for unlabelled volumes: 1 where p >= hi, 2 where p <= lo, 0 elsewhere.
+
+    Writes OUT/mask_X.npy and OUT/pseudo.json (model, thresholds, date, source images);
+    train on them with `vesselseg train --pseudo OUT`.
+
+    Example: [bold]vesselseg pseudo --model models/stage1.pt --in-dir data/raw/unlabelled --out-dir data/pseudo[/bold]
+    """
+    _setup_logging()
+    p = load_params(params, overrides, {"pseudo.hi": hi, "pseudo.lo": lo,
+                                        "pseudo.min_component_voxels": min_component_voxels})
+    from vesselseg.pseudo import pseudo_label_dataset
+    from vesselseg.registry import resolve_model
+
+    model_path = resolve_model(model)
+    s = pseudo_label_dataset(in_dir or Path(p.pseudo.in_dir), model_path,
+                             out_dir or Path(p.pseudo.out_dir), p.pseudo, p.infer, resume)
+    vessel = sum(c.vessel for c in s.volumes.values())
+    typer.echo(f"pseudo-labelled {len(s.volumes)} volumes ({vessel:,} vessel voxels) into "
+               f"{s.out_dir}; provenance {s.out_dir / 'pseudo.json'}")
 
 
-@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
-def register() -> None:
-    """Register a trained model in the MLflow Model Registry (planned)."""
-    _not_built("register", "model registry issue")
+@app.command()
+def register(
+    model: Annotated[
+        Path, typer.Option("--model", "-m", help="Saved model NAME.pt (+ NAME.json) or .ckpt.")
+    ],
+    metrics: Annotated[
+        Path | None, typer.Option(help="metrics.json of evaluate (else training best_score).")
+    ] = None,
+    name: Annotated[str | None, typer.Option(help="Registered model (register.name).")] = None,
+    alias: Annotated[str | None, typer.Option(help="New version's alias (register.alias).")] = None,
+    metric: Annotated[
+        str | None, typer.Option(help="Metric to compare, higher is better (register.metric).")
+    ] = None,
+    force: Annotated[bool, typer.Option(help="Promote to champion whatever the metric.")] = False,
+    tag: Annotated[
+        list[str] | None, typer.Option(help="Extra version tag KEY=VALUE (repeatable).")
+    ] = None,
+    params: ParamsOpt = DEFAULT_PARAMS,
+    overrides: SetOpt = None,
+) -> None:
+    """Log a model as an MLflow pyfunc, register a new version, alias it challenger and promote
+    it to champion when its metric beats the champion's (or --force).
+
+    Example: [bold]vesselseg register --model models/model.pt --metrics metrics.json[/bold]
+    """
+    _setup_logging()
+    p = load_params(params, overrides, {"register.name": name, "register.alias": alias,
+                                        "register.metric": metric})
+    bad = [t for t in tag or [] if "=" not in t]
+    if bad:
+        raise ConfigError(f"--tag {bad[0]!r}: expected KEY=VALUE")
+    tags = dict(t.split("=", 1) for t in tag or [])
+    from vesselseg.registry import register_model
+
+    r = p.register
+    result = register_model(model, metrics, r.name, r.alias, r.champion_alias, r.metric, force,
+                            tags, params=p, experiment=p.train.experiment)
+    for line in result.lines():
+        typer.echo(line)
 
 
-@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
-def models() -> None:
-    """List registered model versions, aliases and metrics (planned)."""
-    _not_built("models", "model registry issue")
+@app.command()
+def models(
+    name: Annotated[str | None, typer.Option(help="Registered model (register.name).")] = None,
+    params: ParamsOpt = DEFAULT_PARAMS,
+    overrides: SetOpt = None,
+) -> None:
+    """List registered model versions, their aliases and metrics.
+
+    Example: [bold]vesselseg models --name vesselseg[/bold]
+    """
+    p = load_params(params, overrides, {"register.name": name})
+    from vesselseg.registry import format_models, list_models
+
+    for line in format_models(p.register.name, list_models(p.register.name)):
+        typer.echo(line)
 
 
-@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
-def tune() -> None:
-    """Optuna search over crop size and LR schedule (planned)."""
-    _not_built("tune", "tuning issue")
+@app.command()
+def tune(
+    n_trials: Annotated[int | None, typer.Option(help="Trials to add to the study.")] = None,
+    timeout: Annotated[
+        int | None, typer.Option(help="Start no trial after this many seconds (0: no limit).")
+    ] = None,
+    jobs: Annotated[int | None, typer.Option(help="Worker processes on this machine.")] = None,
+    storage: Annotated[
+        str | None, typer.Option(help="RDB URL (postgresql://...) or journal file path.")
+    ] = None,
+    study: Annotated[str | None, typer.Option(help="Study name; an existing one resumes.")] = None,
+    pruner: Annotated[str | None, typer.Option(help="median, hyperband or none.")] = None,
+    out: Annotated[
+        Path | None, typer.Option(help="Best params file (default params.tuned.yaml).")
+    ] = None,
+    params: ParamsOpt = DEFAULT_PARAMS,
+    overrides: SetOpt = None,
+) -> None:
+    """Optuna search over crop size, learning rate, LR schedule and batch size (tune: section).
+
+    Example: [bold]vesselseg tune --n-trials 20 --jobs 2[/bold]
+    """
+    _setup_logging()
+    p = load_params(params, overrides, {
+        "tune.n_trials": n_trials, "tune.timeout": timeout, "tune.jobs": jobs,
+        "tune.storage": storage, "tune.study": study, "tune.pruner": pruner,
+    })
+    from vesselseg.tuning import run_study
+
+    summary = run_study(p, out or params.with_name("params.tuned.yaml"))
+    for line in summary.lines():
+        typer.echo(line)
 
 
-@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
-def submit() -> None:
-    """Write a Kaggle SenNet submission.csv with run-length encoded masks (planned)."""
-    _not_built("submit", "multiview/pseudo-label issue")
+@app.command()
+def submit(
+    pred_dir: Annotated[Path, typer.Argument(help="Folder of predicted masks (*.mask.npy/.tif/.zarr).")],
+    out: Annotated[Path, typer.Option(help="CSV to write.")] = Path("submission.csv"),
+    threshold: Annotated[float, typer.Option(help="Threshold when given probabilities.")] = 0.5,
+) -> None:
+    """Write a Kaggle SenNet submission.csv (id,rle) from predicted masks.
+
+    Rows are `<case>_<slice:04d>` with the run-length encoding of each z-slice (row-major,
+    1-based starts, `1 0` for an empty slice); `<case>` is the mask file name before its first
+    dot (`kidney_5.model.mask.npy` → `kidney_5`).
+
+    Example: [bold]vesselseg submit predictions --out submission.csv[/bold]
+    """
+    from vesselseg.io import open_volume
+    from vesselseg.kaggle import write_submission
+    from vesselseg.progress import progress_bar
+
+    if not pred_dir.is_dir():
+        raise MissingPathError(f"{pred_dir}: no such folder")
+    masks = sorted(p for p in pred_dir.iterdir()
+                   if ".mask." in p.name and not p.name.endswith((".part", ".json")))
+    if not masks:
+        raise DatasetError(f"{pred_dir}: no predicted masks (*.mask.npy, *.mask.tif, *.mask.zarr)")
+    volumes = {p.name.split(".")[0]: open_volume(p) for p in masks}
+    with progress_bar("submit", total=sum(v.shape[0] for v in volumes.values()), unit="slices") as advance:
+        path = write_submission(volumes, out, threshold, on_slice=advance)
+    typer.echo(f"wrote {path} ({len(volumes)} volumes)")
 
 
 def main() -> None:

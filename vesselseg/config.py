@@ -152,6 +152,15 @@ class TuneConfig:
     schedules: list[str] = _f(["plateau", "cosine"])
     batch_sizes: list[int] = _f([1, 2, 4], ge=1)
     max_epochs: int = _f(4, ge=1)
+    min_lr_ratios: list[float] = _f([0.001, 0.01], gt=0.0, le=1.0)
+    plateau_factor_min: float = _f(0.2, gt=0.0, lt=1.0)
+    plateau_factor_max: float = _f(0.7, gt=0.0, lt=1.0)
+    plateau_patiences: list[int] = _f([1, 2, 3], ge=0)
+    warmup_epochs: list[int] = _f([0, 1, 2], ge=0)
+    startup_trials: int = _f(4, ge=0)
+    pruner_warmup_epochs: int = _f(1, ge=0)
+    seed: int = _f(0, ge=0)
+    out_dir: str = "tuning"
 
 
 @dataclass

@@ -105,6 +105,51 @@ def log_metrics(
         c.log_metric(run_id, key, float(value), step=step or 0)
 
 
+def start_run(
+    experiment: str,
+    run_name: str | None = None,
+    tags: dict[str, str] | None = None,
+    root: str | Path | None = None,
+    run_id: str | None = None,
+) -> str:
+    """Create a run (status RUNNING) and return its id; ``run_id`` reopens it if it exists."""
+    from mlflow.exceptions import MlflowException
+
+    c = client(root)
+    if run_id:
+        try:
+            c.get_run(run_id)
+        except MlflowException:
+            log.info("MLflow run %s not found; starting a new one", run_id)
+        else:
+            c.update_run(run_id, status="RUNNING")
+            set_tags(run_id, tags or {}, root)
+            return run_id
+    experiment_id = ensure_experiment(experiment, root)
+    return c.create_run(experiment_id, run_name=run_name or None, tags=tags or {}).info.run_id
+
+
+def end_run(run_id: str, status: str = "FINISHED", root: str | Path | None = None) -> None:
+    """Mark a run FINISHED, FAILED or KILLED."""
+    client(root).set_terminated(run_id, status)
+
+
+def set_tags(run_id: str, tags: dict[str, Any], root: str | Path | None = None) -> None:
+    c = client(root)
+    for key, value in tags.items():
+        c.set_tag(run_id, key, str(value))
+
+
+def log_params(run_id: str, params: dict[str, Any], root: str | Path | None = None) -> None:
+    """Log ``{"train.lr": 0.001, ...}`` as run params (params are immutable once logged)."""
+    from mlflow.entities import Param
+
+    items = [Param(key, str(value)) for key, value in params.items()]
+    c = client(root)
+    for start in range(0, len(items), 100):
+        c.log_batch(run_id, params=items[start : start + 100])
+
+
 def git_commit() -> str | None:
     """The current git commit of the working directory, if any."""
     import subprocess
@@ -116,3 +161,39 @@ def git_commit() -> str | None:
     except (OSError, subprocess.SubprocessError):
         return None
     return out.stdout.strip() or None if out.returncode == 0 else None
+
+
+def log_evaluation(
+    run_id: str | None,
+    metrics: dict[str, float],
+    files: list[Path],
+    root: str | Path | None = None,
+    experiment: str = "vesselseg",
+) -> str:
+    """Log evaluation metrics and files to ``run_id`` when this store has it, else a new run."""
+    from mlflow.exceptions import MlflowException
+
+    c = client(root)
+    if run_id is not None:
+        try:
+            c.get_run(run_id)
+        except MlflowException:
+            log.info("training run %s is not in this MLflow store: new evaluation run", run_id)
+            run_id = None
+    if run_id is None:
+        run = c.create_run(
+            ensure_experiment(experiment, root),
+            run_name="evaluate",
+            tags={"vesselseg.stage": "evaluate"},
+        )
+        run_id = run.info.run_id
+        finish = True
+    else:
+        finish = False
+    for key, value in metrics.items():
+        c.log_metric(run_id, key, value)
+    for path in files:
+        c.log_artifact(run_id, str(path), "evaluation")
+    if finish:
+        c.set_terminated(run_id)
+    return run_id

@@ -39,6 +39,8 @@ class VesselDataModule(pl.LightningDataModule):
         cache_dir: str | Path | None = None,
         val_crops_per_volume: int | None = None,
         max_index_points: int = 2_000_000,
+        pseudo_dir: str | Path | None = None,
+        pseudo_ratio: float = 0.5,
     ) -> None:
         super().__init__()
         self.data_cfg = data_cfg
@@ -47,22 +49,39 @@ class VesselDataModule(pl.LightningDataModule):
         self.cache_dir = cache_dir
         self.val_crops_per_volume = val_crops_per_volume or data_cfg.samples_per_volume
         self.max_index_points = max_index_points
+        self.pseudo_dir = pseudo_dir
+        self.pseudo_ratio = pseudo_ratio
         self.train_set: RandomCropDataset | None = None
         self.val_set: FixedCropDataset | None = None
 
     def _volumes(self, folder: str) -> list[VolumeEntry]:
-        samples = discover_dataset(folder, require_masks=True)
+        return self._prepare(discover_dataset(folder, require_masks=True))
+
+    def _prepare(self, samples: list) -> list[VolumeEntry]:
         return prepare_volumes(
             samples, self.data_cfg.percentiles, self.cache_dir, self.max_index_points
         )
 
+    def _training_volumes(self) -> tuple[list[VolumeEntry], list[float] | None]:
+        """Labelled volumes, plus pseudo-labelled ones drawn ``pseudo_ratio`` of the time."""
+        labelled = self._volumes(self.data_cfg.train_dir)
+        if self.pseudo_dir is None:
+            return labelled, None
+        from vesselseg.pseudo import discover_pseudo
+
+        pseudo = self._prepare(discover_pseudo(self.pseudo_dir))
+        r = self.pseudo_ratio
+        weights = [(1 - r) / len(labelled)] * len(labelled) + [r / len(pseudo)] * len(pseudo)
+        return labelled + pseudo, weights
+
     def setup(self, stage: str | None = None) -> None:
         cfg = self.data_cfg
         if self.train_set is None and stage in (None, "fit"):
+            volumes, weights = self._training_volumes()
             self.train_set = RandomCropDataset(
-                self._volumes(cfg.train_dir), cfg.crop_size, cfg.samples_per_volume,
+                volumes, cfg.crop_size, cfg.samples_per_volume,
                 cfg.min_vessel_voxels, cfg.background_crop_fraction,
-                AugmentParams.from_config(cfg), seed=self.seed,
+                AugmentParams.from_config(cfg), seed=self.seed, weights=weights,
             )
         if self.val_set is None and stage in (None, "fit", "validate"):
             self.val_set = FixedCropDataset(

@@ -148,13 +148,28 @@ class RandomCropDataset(_CropDatasetBase):
         background_crop_fraction: float = 0.25,
         augmentation: AugmentParams | None = None,
         seed: int = 0,
+        weights: Sequence[float] | None = None,
     ) -> None:
         super().__init__(volumes, crop_size, min_vessel_voxels, background_crop_fraction, seed)
         self.samples_per_volume = samples_per_volume
         self.augmentation = augmentation
+        self.weights = None
+        if weights is not None:
+            w = np.asarray(weights, dtype=np.float64)
+            if w.shape != (len(self.volumes),) or (w < 0).any() or w.sum() <= 0:
+                raise ValueError("weights must be one non-negative number per volume")
+            self.weights = w / w.sum()
 
     def __len__(self) -> int:
         return self.samples_per_volume * len(self.volumes)
+
+    def volume_of(self, key: int, rng: np.random.Generator | None = None) -> int:
+        """The volume crop ``key`` comes from (``rng``: the crop's own generator)."""
+        if self.weights is None:
+            return key % len(self.volumes)
+        rng = rng if rng is not None else np.random.default_rng([self.seed, key])
+        # e.g. labelled vs pseudo-labelled volumes in a chosen ratio
+        return int(rng.choice(len(self.volumes), p=self.weights))
 
     def __getitem__(self, key: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Crop number ``key``: volume ``key % n_volumes``, random draws seeded by
@@ -162,8 +177,8 @@ class RandomCropDataset(_CropDatasetBase):
         ``len(self)`` come from :class:`EpochSampler` (``epoch * len + i``)."""
         if key < 0:
             raise IndexError(key)
-        volume = key % len(self.volumes)
         rng = np.random.default_rng([self.seed, key])
+        volume = self.volume_of(key, rng)
         image, label = self.sampler(volume).sample(rng)
         stats = self.volumes[volume].stats
         image = normalize(image, stats.lo, stats.hi)

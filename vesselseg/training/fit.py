@@ -76,8 +76,15 @@ def train_model(
     resume: bool = False,
     tags: dict[str, str] | None = None,
     mlflow_root: str | Path | None = None,
+    extra_callbacks: list | None = None,
+    pseudo_dir: str | Path | None = None,
 ) -> TrainResult:
-    """Train ``params.model`` on ``params.data``; return where the model and run are."""
+    """Train ``params.model`` on ``params.data``; return where the model and run are.
+
+    ``extra_callbacks`` are added to the trainer's (e.g. the tuning pruning callback);
+    ``pseudo_dir`` (from ``vesselseg pseudo``) adds pseudo-labelled volumes, drawn
+    ``pseudo.mix_ratio`` of the time (stage-2 training).
+    """
     import pytorch_lightning as pl
     import torch
 
@@ -102,7 +109,8 @@ def train_model(
             stale.unlink()
 
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
-    datamodule = VesselDataModule(params.data, cfg.batch_size, seed=cfg.seed)
+    datamodule = VesselDataModule(params.data, cfg.batch_size, seed=cfg.seed,
+                                  pseudo_dir=pseudo_dir, pseudo_ratio=params.pseudo.mix_ratio)
     datamodule.setup("fit")  # validates the data before anything is written
 
     meta = ModelMeta(
@@ -116,6 +124,8 @@ def train_model(
 
     run_id = json.loads(run_file.read_text())["run_id"] if resume and run_file.is_file() else None
     all_tags = {"git_commit": tracking.git_commit() or "unknown", **(tags or {})}
+    if pseudo_dir is not None:
+        all_tags["pseudo_dir"] = str(pseudo_dir)
     logger = tracking.lightning_logger(
         cfg.experiment, cfg.run_name or out.stem, run_id, all_tags, mlflow_root
     )
@@ -138,6 +148,7 @@ def train_model(
         pl.callbacks.LearningRateMonitor(logging_interval="epoch"),
         OverlayCallback(cfg.overlay_every_n_epochs, mlflow_root),
         *progress_callbacks(),
+        *(extra_callbacks or []),
     ]
     trainer = pl.Trainer(
         max_epochs=cfg.max_epochs,

@@ -1,0 +1,149 @@
+"""`vesselseg evaluate`: metrics.json, PR curve, pictures, MLflow, on-the-fly prediction."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from vesselseg.bundle import ModelMeta, save_bundle
+from vesselseg.cli import app
+from vesselseg.config import InferConfig, ModelConfig, params_to_dict
+from vesselseg.evaluation import evaluate_dataset
+from vesselseg.inference.outputs import output_paths
+from vesselseg.io import discover_dataset
+
+CFG = InferConfig(tile_size=[16, 16, 16], batch_size=2)
+
+
+@pytest.fixture()
+def model(tmp_path: Path) -> Path:
+    torch.manual_seed(0)
+    from vesselseg.models import build_model
+
+    cfg = ModelConfig(base_channels=2, depth=2)
+    return save_bundle(
+        tmp_path / "m.pt",
+        build_model(cfg).state_dict(),
+        ModelMeta(model=params_to_dict(cfg), tile_size=[16, 16, 16]),
+    )
+
+
+@pytest.fixture(autouse=True)
+def store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.chdir(tmp_path)
+    return tmp_path / "mlruns"
+
+
+def write_perfect_predictions(data_dir: Path, pred_dir: Path, model: Path) -> None:
+    for sample in discover_dataset(data_dir):
+        paths = output_paths(pred_dir, sample.image.name, model)
+        pred_dir.mkdir(parents=True, exist_ok=True)
+        truth = sample.open_truth()[:]
+        np.save(paths.prob, truth.astype(np.float32))
+        np.save(paths.mask, truth)
+
+
+def test_perfect_predictions_score_one(
+    tiny_dataset: Path, tmp_path: Path, model: Path, store: Path
+) -> None:
+    pred = tmp_path / "pred"
+    write_perfect_predictions(tiny_dataset / "test", pred, model)
+    summary = evaluate_dataset(
+        tiny_dataset / "test",
+        model,
+        pred,
+        CFG,
+        tmp_path / "metrics.json",
+        tmp_path / "plots",
+        mlflow_root=store,
+    )
+    o = summary.overall
+    assert o["dice"] == 1.0 and o["cldice"] == 1.0 and o["surface_dice"] == 1.0
+    data = json.loads((tmp_path / "metrics.json").read_text())
+    assert data["overall"]["dice"] == 1.0 and set(data["per_volume"]) == {"003"}
+    rows = list(csv.DictReader((tmp_path / "plots" / "pr.csv").open()))
+    assert len(rows) == 21 and float(rows[10]["dice"]) == 1.0
+    assert (tmp_path / "plots" / "003.mip.png").stat().st_size > 1000
+    assert (tmp_path / "plots" / "003.slices.png").is_file()
+    from vesselseg import tracking
+
+    run = tracking.client(store).get_run(summary.run_id)
+    assert run.data.metrics["test_dice"] == 1.0
+    names = {a.path for a in tracking.client(store).list_artifacts(summary.run_id, "evaluation")}
+    assert "evaluation/metrics.json" in names and "evaluation/pr.csv" in names
+
+
+def test_shifted_prediction_scores_below_one(
+    tiny_dataset: Path, tmp_path: Path, model: Path
+) -> None:
+    pred = tmp_path / "pred"
+    write_perfect_predictions(tiny_dataset / "test", pred, model)
+    path = output_paths(pred, "data_003.npy", model).prob
+    np.save(path, np.roll(np.load(path), 2, axis=2))
+    summary = evaluate_dataset(tiny_dataset / "test", model, pred, CFG, mlflow=False)
+    assert 0.0 < summary.overall["dice"] < 0.9
+
+
+def test_predicts_missing_volumes_and_best_val_threshold(
+    tiny_dataset: Path, tmp_path: Path, model: Path
+) -> None:
+    summary = evaluate_dataset(
+        tiny_dataset / "test",
+        model,
+        tmp_path / "pred",
+        CFG,
+        val_dir=tiny_dataset / "val",
+        mlflow=False,
+    )
+    assert output_paths(tmp_path / "pred", "data_002.npy", model).complete()  # val predicted
+    assert 0.0 <= summary.best_threshold_val <= 1.0
+    assert 0.0 <= summary.overall["dice"] <= 1.0
+
+
+def test_cli_evaluate_and_bad_input(tiny_dataset: Path, tmp_path: Path, model: Path) -> None:
+    runner = CliRunner()
+    pred = tmp_path / "pred"
+    write_perfect_predictions(tiny_dataset / "test", pred, model)
+    result = runner.invoke(
+        app,
+        [
+            "evaluate",
+            "--model",
+            str(model),
+            "--data-dir",
+            str(tiny_dataset / "test"),
+            "--pred-dir",
+            str(pred),
+            "--no-mlflow",
+            "--set",
+            "infer.tile_size=16",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    assert "dice 1.0000" in result.output
+    result = runner.invoke(
+        app,
+        ["evaluate", "--model", str(model), "--data-dir", str(tiny_dataset / "unlabelled_missing")],
+    )
+    assert result.exit_code == 2 and "no such dataset folder" in result.output
+
+
+def test_threshold_from_metrics(tmp_path: Path) -> None:
+    from vesselseg.cli import best_threshold_from
+    from vesselseg.errors import ConfigError, MissingPathError
+
+    path = tmp_path / "metrics.json"
+    path.write_text(json.dumps({"overall": {"best_threshold_val": 0.35}}))
+    assert best_threshold_from(path) == 0.35
+    path.write_text(json.dumps({"overall": {"dice": 0.5}}))
+    with pytest.raises(ConfigError, match="best_threshold_val"):
+        best_threshold_from(path)
+    with pytest.raises(MissingPathError):
+        best_threshold_from(tmp_path / "nope.json")

@@ -1,0 +1,231 @@
+"""Prediction outputs: file names, atomic writers for probabilities + mask, resumable progress.
+
+Naming (``naming``):
+
+* ``default``: ``<SAVE>/<X>.<MODEL>.prob<ext>`` and ``<SAVE>/<X>.<MODEL>.mask<ext>`` where ``X``
+  is the input's name without its volume suffix (``data_001`` for ``data_001.npy``; the case
+  id for a Kaggle ``kidney_*/images`` folder) and ``MODEL`` the model file's stem.
+* ``seed`` (seed 000): ``<SAVE>/<CKPT>.<X.npy>.pred<ext>`` and ``<SAVE>/<CKPT>.<X.npy>.mask<ext>``
+  with ``CKPT`` the model file's name and ``X.npy`` the input's file name.
+
+``<ext>`` is ``.npy``, ``.zarr`` or ``.tif``. Probabilities are float32 in [0, 1], float16, or
+uint8 ``round(255 p)``; the mask is uint8 ``p >= threshold`` (computed from float32 ``p``).
+
+Both files are written to ``<name>.part`` (:class:`~vesselseg.io.VolumeWriter`) and renamed only
+when the whole volume is done. After every flushed band a small ``<prob name>.progress.json``
+(written atomically after the flush) records how many windows are done and a key of everything
+the result depends on; ``--resume`` continues from it only when the key still matches.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import mmap
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from vesselseg.io import VolumeWriter, partial_path
+
+log = logging.getLogger(__name__)
+
+PROGRESS_FORMAT = "vesselseg-progress/1"
+RELEASE_BYTES = 16 << 20  # unmap written output pages after this many bytes
+EXTENSIONS = {"npy": ".npy", "zarr": ".zarr", "tiff": ".tif"}
+MODEL_SUFFIXES = (".pt", ".pth", ".ckpt")
+VOLUME_SUFFIXES = (".npy", ".raw", ".tiff", ".tif", ".zarr")
+OUTPUT_NAME = re.compile(r"\.(prob|pred|mask)\.(npy|tif|zarr)(\.part)?$", re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class OutputPaths:
+    """Final paths of one input's outputs, and its progress file."""
+
+    prob: Path
+    mask: Path
+
+    @property
+    def progress(self) -> Path:
+        return self.prob.with_name(self.prob.name + ".progress.json")
+
+    def complete(self) -> bool:
+        return self.prob.exists() and self.mask.exists() and not self.progress.exists()
+
+
+def volume_stem(name: str) -> str:
+    """``data_001.npy`` → ``data_001`` (a name without a volume suffix is kept)."""
+    for suffix in VOLUME_SUFFIXES:
+        if name.lower().endswith(suffix):
+            return name[: -len(suffix)]
+    return name
+
+
+def looks_like_output(path: Path) -> bool:
+    """True for files this module writes (so a folder of inputs + outputs is not re-predicted)."""
+    return bool(OUTPUT_NAME.search(path.name)) or path.name.endswith(".progress.json")
+
+
+def output_paths(
+    save_dir: Path, input_name: str, model: Path, fmt: str = "npy", naming: str = "default"
+) -> OutputPaths:
+    """Where the outputs of input ``input_name`` (a file or case name) predicted by ``model`` go."""
+    ext = EXTENSIONS[fmt]
+    if naming == "seed":
+        base = f"{model.name}.{input_name}"
+        return OutputPaths(save_dir / f"{base}.pred{ext}", save_dir / f"{base}.mask{ext}")
+    if naming != "default":
+        raise ValueError(f"naming must be 'default' or 'seed', got {naming!r}")
+    model_stem = model.stem if model.suffix.lower() in MODEL_SUFFIXES else model.name
+    base = f"{volume_stem(input_name)}.{model_stem}"
+    return OutputPaths(save_dir / f"{base}.prob{ext}", save_dir / f"{base}.mask{ext}")
+
+
+def encode_prob(prob: np.ndarray, dtype: str) -> np.ndarray:
+    """float32 probabilities → stored dtype (``uint8`` is ``round(255 p)``)."""
+    if dtype == "float32":
+        return prob.astype(np.float32, copy=False)
+    if dtype == "float16":
+        return prob.astype(np.float16)
+    if dtype == "uint8":
+        return np.rint(np.clip(prob, 0.0, 1.0) * 255.0).astype(np.uint8)
+    raise ValueError(f"prob dtype must be float32, float16 or uint8, got {dtype!r}")
+
+
+def release_pages(array: Any) -> None:
+    """Drop a file-backed memmap's resident pages from this process (data stays in the file
+    and page cache), so touched output/input pages do not pile up in RSS. No-op otherwise."""
+    base = getattr(array, "_mmap", None)
+    advice = getattr(mmap, "MADV_DONTNEED", None)
+    if isinstance(array, np.memmap) and base is not None and advice is not None:
+        try:
+            base.madvise(advice)
+        except (OSError, ValueError):  # closed or unsupported: harmless
+            pass
+
+
+def _atomic_json(path: Path, data: dict[str, Any]) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w") as handle:
+        json.dump(data, handle, sort_keys=True)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+
+
+def read_progress(paths: OutputPaths, key: dict[str, Any]) -> int:
+    """Windows done by an interrupted run with the same ``key`` (0 when nothing to resume)."""
+    try:
+        data = json.loads(paths.progress.read_text())
+    except (OSError, ValueError):
+        return 0
+    if data.get("format") != PROGRESS_FORMAT or data.get("key") != key:
+        log.warning(
+            "%s: settings or inputs changed since the interrupted run; starting over",
+            paths.progress,
+        )
+        return 0
+    next_tile = int(data.get("next_tile", 0))
+    done_and_renamed = [p for p in (paths.prob, paths.mask) if not partial_path(p).exists()]
+    if next_tile < int(data.get("n_tiles", -1)) and done_and_renamed:
+        log.warning("%s: partial output missing; starting over", done_and_renamed[0])
+        return 0
+    return next_tile
+
+
+class PredictionWriter:
+    """Sink for :class:`~vesselseg.inference.predictor.StreamingPredictor` writing
+    probabilities + mask of one ``(z, y, x)`` volume atomically and resumably.
+
+    ``resume_from`` (windows already done, from the progress file) is 0 for a fresh run.
+    """
+
+    def __init__(
+        self,
+        paths: OutputPaths,
+        shape: tuple[int, int, int],
+        fmt: str,
+        prob_dtype: str,
+        threshold: float,
+        key: dict[str, Any],
+        n_tiles: int,
+        resume: bool,
+    ) -> None:
+        self.paths, self.fmt = paths, fmt
+        self.prob_dtype, self.threshold = prob_dtype, threshold
+        self.key, self.n_tiles = key, n_tiles
+        self.resume_from = read_progress(paths, key) if resume else 0
+        self._unreleased = 0
+        if self.resume_from >= n_tiles:  # killed between the last flush and the renames
+            self.prob = self.mask = None
+            return
+        again = self.resume_from > 0
+        if not again:
+            paths.progress.unlink(missing_ok=True)
+        self.prob = VolumeWriter(
+            paths.prob,
+            shape,
+            np.dtype(prob_dtype),
+            fmt=fmt,
+            resume=again,
+            keep_partial_on_error=True,
+        )
+        self.mask = VolumeWriter(
+            paths.mask, shape, np.uint8, fmt=fmt, resume=again, keep_partial_on_error=True
+        )
+
+    def write(self, z: slice, y: slice, x: slice, values: np.ndarray) -> None:
+        """Store float32 probabilities ``values`` for the box ``[z, y, x]``."""
+        assert self.prob is not None and self.mask is not None
+        self.prob[z, y, x] = encode_prob(values, self.prob_dtype)
+        self.mask[z, y, x] = (values >= self.threshold).astype(np.uint8)
+        self._unreleased += values.size * (1 + np.dtype(self.prob_dtype).itemsize)
+        if self._unreleased > RELEASE_BYTES:
+            self._release()
+
+    def _release(self) -> None:
+        """Unmap written pages of memmapped outputs (they stay in the page cache / file)."""
+        for writer in (self.prob, self.mask):
+            release_pages(getattr(writer, "_array", None))
+        self._unreleased = 0
+
+    def checkpoint(self, next_tile: int) -> None:
+        """Flush both outputs, then record that windows ``< next_tile`` are done."""
+        assert self.prob is not None and self.mask is not None
+        for writer in (self.prob, self.mask):
+            writer.flush()
+        self._release()
+        _atomic_json(
+            self.paths.progress,
+            {
+                "format": PROGRESS_FORMAT,
+                "key": self.key,
+                "next_tile": int(next_tile),
+                "n_tiles": int(self.n_tiles),
+            },
+        )
+
+    def commit(self) -> OutputPaths:
+        """Rename both outputs to their final names and drop the progress file."""
+        if self.prob is None or self.mask is None:
+            for final in (self.paths.mask, self.paths.prob):
+                if partial_path(final).exists():
+                    os.replace(partial_path(final), final)
+        else:
+            self.mask.commit()
+            self.prob.commit()
+        self.paths.progress.unlink(missing_ok=True)
+        return self.paths
+
+    def close_partial(self) -> None:
+        """Leave the ``.part`` outputs and progress file for ``--resume`` (after an error)."""
+        for writer in (self.prob, self.mask):
+            if writer is not None:
+                try:
+                    writer.flush()
+                except Exception:  # noqa: BLE001 - best effort on the error path
+                    log.debug("flush failed while keeping partial output", exc_info=True)
