@@ -22,8 +22,12 @@ install: $(VENV)/.installed
 install-dev: $(VENV)/.installed-dev
 
 run: install
-	$(BIN)/vesselseg synth data/raw
-	$(BIN)/vesselseg info data/raw/train
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/dvc repro
+	@echo
+	@echo "metrics:      $(BIN)/dvc metrics show   (metrics.json; plots in plots/)"
+	@echo "predictions:  predictions/test/   (evaluation predictions in predictions/eval/)"
+	@echo "models:       models/stage1.pt, models/stage2.pt; registry: $(BIN)/vesselseg models"
+	@echo "MLflow UI:    $(BIN)/mlflow ui --backend-store-uri sqlite:///mlruns/mlflow.db"
 
 test: install-dev
 	$(PY) -m pytest
@@ -35,4 +39,4 @@ lint: install-dev
 	$(BIN)/ruff check vesselseg tests benchmarks cli.py
 
 clean:
-	rm -rf data models predictions plots metrics.json
+	rm -rf data models predictions plots metrics.json dvc.lock .cache

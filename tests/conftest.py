@@ -29,3 +29,13 @@ def tiny_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
     )
     synthesize_dataset(cfg, out)
     return out
+
+
+@pytest.fixture(autouse=True)
+def _no_cache_dir_from_cli():
+    """CLI commands set $VESSELSEG_CACHE_DIR from params; keep it from leaking between tests."""
+    saved = os.environ.pop("VESSELSEG_CACHE_DIR", None)
+    yield
+    os.environ.pop("VESSELSEG_CACHE_DIR", None)
+    if saved is not None:
+        os.environ["VESSELSEG_CACHE_DIR"] = saved

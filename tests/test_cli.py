@@ -24,7 +24,6 @@ PLANNED = [
     "tune",
     "submit",
 ]
-NOT_BUILT = ["prepare"]
 
 
 def test_help_lists_every_stage() -> None:
@@ -43,13 +42,6 @@ def test_help_does_not_import_heavy_libraries() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
-
-
-@pytest.mark.parametrize("command", NOT_BUILT)
-def test_planned_command_says_so(command: str) -> None:
-    result = runner.invoke(app, [command])
-    assert result.exit_code == 2
-    assert "not built yet" in result.output
 
 
 def test_synth_then_info(tmp_path: Path) -> None:

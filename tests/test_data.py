@@ -29,8 +29,9 @@ from vesselseg.io import Sample, discover_dataset, open_volume
 SHAPE = (24, 28, 32)
 
 
-def _vessel_mask(shape: tuple[int, int, int], n_vessel: int, n_background: int,
-                 seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+def _vessel_mask(
+    shape: tuple[int, int, int], n_vessel: int, n_background: int, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
     """Tubes along x/y (dense truth) and a sparse 0/1/2 mask annotating some of it."""
     rng = np.random.default_rng(seed)
     truth = np.zeros(shape, dtype=bool)
@@ -46,8 +47,14 @@ def _vessel_mask(shape: tuple[int, int, int], n_vessel: int, n_background: int,
     return truth, mask
 
 
-def _write_sample(folder: Path, name: str, shape: tuple[int, int, int] = SHAPE,
-                  n_vessel: int = 50, n_background: int = 200, seed: int = 0) -> Sample:
+def _write_sample(
+    folder: Path,
+    name: str,
+    shape: tuple[int, int, int] = SHAPE,
+    n_vessel: int = 50,
+    n_background: int = 200,
+    seed: int = 0,
+) -> Sample:
     folder.mkdir(parents=True, exist_ok=True)
     truth, mask = _vessel_mask(shape, n_vessel, n_background, seed)
     rng = np.random.default_rng(seed + 100)
@@ -91,10 +98,11 @@ def test_index_subsample_is_uniform_without_replacement() -> None:
     assert abs(np.mean(x) - 3.5) < 0.3
 
 
-def test_index_cache_reused_and_invalidated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-                                            ) -> None:
+def test_index_cache_reused_and_invalidated(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     sample = _write_sample(tmp_path / "d", "a", n_vessel=30)
-    first = load_or_build_index(sample, cache_dir=tmp_path / "cache")
+    first = load_or_build_index(sample)
     assert (tmp_path / "d" / ".mask_a.npy.index.npz").is_file()
     assert [s.id for s in discover_dataset(tmp_path / "d", require_masks=True)] == ["a"]
 
@@ -103,22 +111,30 @@ def test_index_cache_reused_and_invalidated(tmp_path: Path, monkeypatch: pytest.
 
     with monkeypatch.context() as m:
         m.setattr(ai, "build_annotation_index", refuse)
-        again = load_or_build_index(sample, cache_dir=tmp_path / "cache")
+        again = load_or_build_index(sample)
     np.testing.assert_array_equal(again.vessel, first.vessel)
 
     _, new_mask = _vessel_mask(SHAPE, 7, 9, seed=5)
     np.save(sample.mask, new_mask)
     stat = os.stat(sample.mask)
     os.utime(sample.mask, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
-    rebuilt = load_or_build_index(sample, cache_dir=tmp_path / "cache")
+    rebuilt = load_or_build_index(sample)
     np.testing.assert_array_equal(rebuilt.vessel, np.flatnonzero(new_mask == 1))
 
 
-def test_index_cache_falls_back_to_cache_dir(tmp_path: Path) -> None:
+def test_chosen_cache_dir_keeps_data_folders_untouched(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     sample = _write_sample(tmp_path / "d", "a")
-    (tmp_path / "d" / ".mask_a.npy.index.npz").mkdir()  # beside the data is not writable
+    before = sorted(p.name for p in (tmp_path / "d").iterdir())
     load_or_build_index(sample, cache_dir=tmp_path / "cache")
+    load_or_compute_stats(sample.open_image(), [1, 99], cache_dir=tmp_path / "cache")
     assert len(list((tmp_path / "cache").glob("*-mask_a.npy.index.npz"))) == 1
+    assert len(list((tmp_path / "cache").glob("*-data_a.npy.stats.json"))) == 1
+    monkeypatch.setenv("VESSELSEG_CACHE_DIR", str(tmp_path / "env-cache"))  # set by the CLI
+    load_or_build_index(sample)
+    assert len(list((tmp_path / "env-cache").glob("*-mask_a.npy.index.npz"))) == 1
+    assert sorted(p.name for p in (tmp_path / "d").iterdir()) == before
 
 
 # ------------------------------------------------------------------ normalisation
@@ -138,13 +154,13 @@ def test_stats_close_to_full_percentiles_and_cached(tmp_path: Path) -> None:
     stats = compute_stats(image, [1, 99], max_samples=20_000, max_planes=12)
     assert stats.n_samples <= 20_000
     assert abs(stats.lo - full[0]) < 15 and abs(stats.hi - full[1]) < 15
-    cached = load_or_compute_stats(image, [1, 99], cache_dir=tmp_path / "cache")
+    cached = load_or_compute_stats(image, [1, 99])
     assert (tmp_path / "data_a.npy.stats.json").is_file()
-    assert load_or_compute_stats(image, [1, 99], cache_dir=tmp_path / "cache") == cached
+    assert load_or_compute_stats(image, [1, 99]) == cached
     np.save(sample.image, np.asarray(image) + 1000)
     stat = os.stat(sample.image)
     os.utime(sample.image, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
-    moved = load_or_compute_stats(open_volume(sample.image), [1, 99], tmp_path / "cache")
+    moved = load_or_compute_stats(open_volume(sample.image), [1, 99])
     assert moved.lo == pytest.approx(cached.lo + 1000)
 
 
@@ -184,8 +200,9 @@ def test_read_crop_inside_and_padded() -> None:
 
 @pytest.mark.parametrize("n_vessel", [1, 3, 40, 2000])
 def test_every_vessel_crop_contains_vessel(tmp_path: Path, n_vessel: int) -> None:
-    sampler = _sampler(_write_sample(tmp_path, "a", n_vessel=n_vessel), 8,
-                       background_crop_fraction=0.0)
+    sampler = _sampler(
+        _write_sample(tmp_path, "a", n_vessel=n_vessel), 8, background_crop_fraction=0.0
+    )
     rng = np.random.default_rng(n_vessel)
     for _ in range(300):
         image, label = sampler.sample(rng)
@@ -194,18 +211,27 @@ def test_every_vessel_crop_contains_vessel(tmp_path: Path, n_vessel: int) -> Non
 
 
 def test_min_vessel_voxels_met_or_best_crop(tmp_path: Path) -> None:
-    sampler = _sampler(_write_sample(tmp_path, "a", n_vessel=3000), 12,
-                       min_vessel_voxels=20, background_crop_fraction=0.0)
+    sampler = _sampler(
+        _write_sample(tmp_path, "a", n_vessel=3000),
+        12,
+        min_vessel_voxels=20,
+        background_crop_fraction=0.0,
+    )
     rng = np.random.default_rng(0)
     assert all((sampler.sample(rng)[1] == 1).sum() >= 20 for _ in range(200))
-    lonely = _sampler(_write_sample(tmp_path / "b", "b", n_vessel=1), 12,
-                      min_vessel_voxels=20, background_crop_fraction=0.0)
+    lonely = _sampler(
+        _write_sample(tmp_path / "b", "b", n_vessel=1),
+        12,
+        min_vessel_voxels=20,
+        background_crop_fraction=0.0,
+    )
     assert all((lonely.sample(rng)[1] == 1).sum() == 1 for _ in range(50))  # best = only one
 
 
 def test_background_crops_contain_background(tmp_path: Path) -> None:
-    sampler = _sampler(_write_sample(tmp_path, "a", n_vessel=5, n_background=3), 8,
-                       background_crop_fraction=1.0)
+    sampler = _sampler(
+        _write_sample(tmp_path, "a", n_vessel=5, n_background=3), 8, background_crop_fraction=1.0
+    )
     rng = np.random.default_rng(0)
     assert all((sampler.sample(rng)[1] == 2).any() for _ in range(200))
     mask = np.zeros(SHAPE, np.uint8)
@@ -284,8 +310,9 @@ def test_augment_intensity_touches_image_only_and_is_deterministic() -> None:
     np.testing.assert_array_equal(a_l, label)
     slope = np.polyfit(image.ravel(), a_i.ravel(), 1)[0]
     assert 0.8 <= slope <= 1.2 and not np.allclose(a_i, image)
-    noisy, _ = augment(image, label, np.random.default_rng(0), flip=False, rot90=False,
-                       noise_std=0.1)
+    noisy, _ = augment(
+        image, label, np.random.default_rng(0), flip=False, rot90=False, noise_std=0.1
+    )
     assert 0.08 < np.std(noisy - image) < 0.12 and noisy.dtype == np.float32
 
 
@@ -300,8 +327,13 @@ def _entries(folder: Path, n: int = 2) -> list:
 def test_random_crop_dataset_items_and_determinism(tmp_path: Path) -> None:
     entries = _entries(tmp_path)
     make = lambda seed: RandomCropDataset(  # noqa: E731
-        entries, [8, 12, 12], 3, background_crop_fraction=0.0,
-        augmentation=AugmentParams(intensity_scale=0.1, intensity_shift=0.1), seed=seed)
+        entries,
+        [8, 12, 12],
+        3,
+        background_crop_fraction=0.0,
+        augmentation=AugmentParams(intensity_scale=0.1, intensity_shift=0.1),
+        seed=seed,
+    )
     ds = make(0)
     assert len(ds) == 6
     image, label = ds[1]
@@ -333,8 +365,13 @@ def test_datamodule_batches(tmp_path: Path, workers: int) -> None:
     for split, n in (("train", 2), ("val", 1)):
         for i in range(n):
             _write_sample(tmp_path / split, f"{split}{i}", n_vessel=25, seed=i)
-    cfg = DataConfig(train_dir=str(tmp_path / "train"), val_dir=str(tmp_path / "val"),
-                     crop_size=[8, 8, 8], samples_per_volume=2, num_loader_workers=workers)
+    cfg = DataConfig(
+        train_dir=str(tmp_path / "train"),
+        val_dir=str(tmp_path / "val"),
+        crop_size=[8, 8, 8],
+        samples_per_volume=2,
+        num_loader_workers=workers,
+    )
     batches = []
     for _ in range(2):
         dm = VesselDataModule(cfg, batch_size=2, seed=0, cache_dir=tmp_path / "cache")
@@ -356,8 +393,13 @@ def test_epochs_draw_the_same_crops_with_any_worker_count_or_history(tmp_path: P
         _write_sample(tmp_path / "val", f"v{i}", n_vessel=25, seed=i + 5)
 
     def epoch_batches(workers: int, epochs: list[int]) -> list[torch.Tensor]:
-        cfg = DataConfig(train_dir=str(tmp_path / "train"), val_dir=str(tmp_path / "val"),
-                         crop_size=[8, 8, 8], samples_per_volume=2, num_loader_workers=workers)
+        cfg = DataConfig(
+            train_dir=str(tmp_path / "train"),
+            val_dir=str(tmp_path / "val"),
+            crop_size=[8, 8, 8],
+            samples_per_volume=2,
+            num_loader_workers=workers,
+        )
         dm = VesselDataModule(cfg, batch_size=2, seed=0, cache_dir=tmp_path / "cache")
         dm.setup("fit")
         loader = dm.train_dataloader()

@@ -35,8 +35,9 @@ def test_small_components_dropped_across_slabs(tmp_path: Path, monkeypatch) -> N
     prob[2:20, 5:8, 5:8] = 0.95  # a long tube crossing many slab boundaries: 162 voxels
     prob[10:12, 15:17, 15:17] = 0.95  # a speck of 8 voxels, split by a boundary
     prob[0, 20, 20] = 0.5  # uncertain
-    counts = write_pseudo_labels(prob, tmp_path / "mask.npy",
-                                 PseudoConfig(hi=0.9, lo=0.1, min_component_voxels=20))
+    counts = write_pseudo_labels(
+        prob, tmp_path / "mask.npy", PseudoConfig(hi=0.9, lo=0.1, min_component_voxels=20)
+    )
     labels = open_volume(tmp_path / "mask.npy")[:]
     expected = threshold_labels(prob, 0.9, 0.1)
     vessel = cc3d.dust(expected == 1, threshold=20, connectivity=26)
@@ -51,16 +52,21 @@ def tiny_model(tmp_path: Path) -> Path:
 
     torch.manual_seed(0)
     cfg = ModelConfig(base_channels=2, depth=2)
-    return save_bundle(tmp_path / "stage1.pt", build_model(cfg).state_dict(),
-                       ModelMeta(model=params_to_dict(cfg), tile_size=[16, 16, 16]))
+    return save_bundle(
+        tmp_path / "stage1.pt",
+        build_model(cfg).state_dict(),
+        ModelMeta(model=params_to_dict(cfg), tile_size=[16, 16, 16]),
+    )
 
 
-def test_pseudo_dataset_provenance_and_discovery(tiny_dataset: Path, tmp_path: Path,
-                                                 tiny_model: Path) -> None:
+def test_pseudo_dataset_provenance_and_discovery(
+    tiny_dataset: Path, tmp_path: Path, tiny_model: Path
+) -> None:
     out = tmp_path / "pseudo"
     cfg = PseudoConfig(hi=0.6, lo=0.4)
-    summary = pseudo_label_dataset(tiny_dataset / "unlabelled", tiny_model, out, cfg,
-                                   InferConfig(tile_size=[16, 16, 16]))
+    summary = pseudo_label_dataset(
+        tiny_dataset / "unlabelled", tiny_model, out, cfg, InferConfig(tile_size=[16, 16, 16])
+    )
     meta = json.loads((out / "pseudo.json").read_text())
     assert meta["model_sha256"] == pseudo.sha256(tiny_model)
     assert meta["hi"] == 0.6 and meta["lo"] == 0.4 and meta["created"]
@@ -84,12 +90,23 @@ def test_stage2_mixes_labelled_and_pseudo_volumes(tiny_dataset: Path, tmp_path: 
     truth = open_volume(tiny_dataset / "unlabelled" / "truth_004.npy")[:].astype(np.float32)
     write_pseudo_labels(truth, out / "mask_004.npy", PseudoConfig())
     image = (tiny_dataset / "unlabelled" / "data_004.npy").resolve()
-    (out / "pseudo.json").write_text(json.dumps({
-        "format": pseudo.FORMAT, "volumes": {"004": {"image": str(image), "mask": "mask_004.npy"}}}))
-    cfg = DataConfig(train_dir=str(tiny_dataset / "train"), val_dir=str(tiny_dataset / "val"),
-                     crop_size=[16, 16, 16], samples_per_volume=50)
-    dm = VesselDataModule(cfg, batch_size=2, seed=0, cache_dir=tmp_path / "cache",
-                          pseudo_dir=out, pseudo_ratio=0.8)
+    (out / "pseudo.json").write_text(
+        json.dumps(
+            {
+                "format": pseudo.FORMAT,
+                "volumes": {"004": {"image": str(image), "mask": "mask_004.npy"}},
+            }
+        )
+    )
+    cfg = DataConfig(
+        train_dir=str(tiny_dataset / "train"),
+        val_dir=str(tiny_dataset / "val"),
+        crop_size=[16, 16, 16],
+        samples_per_volume=50,
+    )
+    dm = VesselDataModule(
+        cfg, batch_size=2, seed=0, cache_dir=tmp_path / "cache", pseudo_dir=out, pseudo_ratio=0.8
+    )
     dm.setup("fit")
     ds = dm.train_set
     assert len(ds.volumes) == 3 and ds.weights is not None

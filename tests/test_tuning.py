@@ -234,7 +234,9 @@ def test_search_space_comes_from_params_yaml() -> None:
 
 def test_bad_search_space_is_a_config_error() -> None:
     with pytest.raises(ConfigError, match="tune.crop_sizes: 36 is not a multiple of 8"):
-        tuning.check_search_space(apply_overrides(Params(), ["tune.crop_sizes=[32, 36]"]))
+        tuning.check_search_space(
+            apply_overrides(Params(), ["model.depth=4", "tune.crop_sizes=[32, 36]"])
+        )
     swapped = ["tune.plateau_factor_min=0.8", "tune.plateau_factor_max=0.3"]
     with pytest.raises(ConfigError, match="plateau_factor_min must be <="):
         tuning.check_search_space(apply_overrides(Params(), swapped))

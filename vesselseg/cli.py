@@ -20,7 +20,6 @@ from vesselseg.errors import (
     ConfigError,
     DatasetError,
     MissingPathError,
-    NotBuiltError,
     VesselsegError,
 )
 
@@ -78,7 +77,12 @@ def load_params(params: Path, overrides: list[str] | None, values: dict[str, Any
         loaded = config.apply_overrides(config.Params(), overrides or [])
     else:
         raise ConfigError(f"{params}: params file not found")
-    return config.with_values(loaded, values or {})
+    resolved = config.with_values(loaded, values or {})
+    if resolved.data.cache_dir:  # index/statistics caches: never written beside the data
+        import os
+
+        os.environ["VESSELSEG_CACHE_DIR"] = str(Path(resolved.data.cache_dir).resolve())
+    return resolved
 
 
 def best_threshold_from(metrics: Path) -> float:
@@ -90,7 +94,9 @@ def best_threshold_from(metrics: Path) -> float:
     try:
         value = json.loads(metrics.read_text())["overall"]["best_threshold_val"]
     except (ValueError, KeyError, TypeError):
-        raise ConfigError(f"{metrics}: no overall.best_threshold_val (run evaluate --val-dir)") from None
+        raise ConfigError(
+            f"{metrics}: no overall.best_threshold_val (run evaluate --val-dir)"
+        ) from None
     if not isinstance(value, (int, float)) or not 0 < value < 1:
         raise ConfigError(f"{metrics}: best_threshold_val {value!r} is not in (0, 1)")
     return float(value)
@@ -197,14 +203,34 @@ def info(
 # --------------------------------------------------------------------------- planned stages
 
 
-def _not_built(command: str, issue: str) -> None:
-    raise NotBuiltError(f"'vesselseg {command}' is not built yet ({issue})")
+@app.command()
+def prepare(
+    out: Annotated[Path, typer.Option(help="Summary JSON to write.")] = Path("data/prepared.json"),
+    train_dir: Annotated[Path | None, typer.Option(help="Training volumes.")] = None,
+    val_dir: Annotated[Path | None, typer.Option(help="Validation volumes.")] = None,
+    params: ParamsOpt = DEFAULT_PARAMS,
+    overrides: SetOpt = None,
+) -> None:
+    """Validate the training data and build its annotation indexes and intensity statistics.
 
+    Caches go to data.cache_dir; the summary (label counts, percentiles) to OUT.
 
-@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
-def prepare() -> None:
-    """Compute intensity statistics, annotation indexes and multiview metadata (planned)."""
-    _not_built("prepare", "DVC pipeline issue")
+    Example: [bold]vesselseg prepare --out data/prepared.json[/bold]
+    """
+    _setup_logging()
+    p = load_params(
+        params,
+        overrides,
+        {
+            "data.train_dir": str(train_dir) if train_dir else None,
+            "data.val_dir": str(val_dir) if val_dir else None,
+        },
+    )
+    from vesselseg.prepare import prepare_data
+
+    summary = prepare_data(p.data, out)
+    counts = {k: len(v) for k, v in summary["splits"].items()}
+    typer.echo(f"prepared {counts['train']} train and {counts['val']} val volumes; summary {out}")
 
 
 NORMALIZATION = {"b": "batch", "g": "group", "batch": "batch", "group": "group"}
@@ -212,15 +238,21 @@ NORMALIZATION = {"b": "batch", "g": "group", "batch": "batch", "group": "group"}
 
 @app.command()
 def train(
-    out: Annotated[Path | None, typer.Option(help="Saved model (default train.out_dir/model.pt).")] = None,
+    out: Annotated[
+        Path | None, typer.Option(help="Saved model (default train.out_dir/model.pt).")
+    ] = None,
     model: Annotated[str | None, typer.Option(help="vnet or unet.")] = None,
-    data_dir: Annotated[Path | None, typer.Option(help="Folder with train/ and val/ (seed 000).")] = None,
+    data_dir: Annotated[
+        Path | None, typer.Option(help="Folder with train/ and val/ (seed 000).")
+    ] = None,
     train_dir: Annotated[Path | None, typer.Option(help="Training volumes.")] = None,
     val_dir: Annotated[Path | None, typer.Option(help="Validation volumes.")] = None,
     lr: Annotated[float | None, typer.Option(help="Learning rate.")] = None,
     batch_size: Annotated[int | None, typer.Option(help="Crops per batch.")] = None,
     crop_size: Annotated[str | None, typer.Option(help="Crop size: N or Z,Y,X.")] = None,
-    samples_per_volume: Annotated[int | None, typer.Option(help="Crops per volume per epoch.")] = None,
+    samples_per_volume: Annotated[
+        int | None, typer.Option(help="Crops per volume per epoch.")
+    ] = None,
     num_loader_workers: Annotated[int | None, typer.Option(help="DataLoader workers.")] = None,
     min_lr: Annotated[float | None, typer.Option(help="LR floor of the schedule.")] = None,
     lr_reduce_factor: Annotated[float | None, typer.Option(help="Plateau LR factor.")] = None,
@@ -234,7 +266,9 @@ def train(
     experiment: Annotated[str | None, typer.Option(help="MLflow experiment.")] = None,
     run_name: Annotated[str | None, typer.Option(help="MLflow run name.")] = None,
     resume: Annotated[bool, typer.Option(help="Continue from the last checkpoint.")] = False,
-    pseudo: Annotated[Path | None, typer.Option(help="Pseudo labels from `vesselseg pseudo` (stage 2).")] = None,
+    pseudo: Annotated[
+        Path | None, typer.Option(help="Pseudo labels from `vesselseg pseudo` (stage 2).")
+    ] = None,
     params: ParamsOpt = DEFAULT_PARAMS,
     overrides: SetOpt = None,
 ) -> None:
@@ -247,24 +281,41 @@ def train(
         raise ConfigError(f"--normalization must be b, g, batch or group, got {normalization!r}")
     if data_dir is not None:
         train_dir, val_dir = train_dir or data_dir / "train", val_dir or data_dir / "val"
-    p = load_params(params, overrides, {
-        "model.name": model, "data.train_dir": str(train_dir) if train_dir else None,
-        "data.val_dir": str(val_dir) if val_dir else None, "train.lr": lr,
-        "train.batch_size": batch_size, "data.crop_size": parse_size(crop_size, "--crop-size"),
-        "data.samples_per_volume": samples_per_volume, "data.num_loader_workers": num_loader_workers,
-        "train.min_lr": min_lr, "train.lr_reduce_factor": lr_reduce_factor,
-        "train.lr_schedule": lr_schedule, "model.norm": NORMALIZATION.get(normalization or ""),
-        "train.max_epochs": max_epochs, "train.precision": precision,
-        "train.accelerator": accelerator, "train.devices": devices, "train.seed": seed,
-        "train.experiment": experiment, "train.run_name": run_name,
-    })
+    p = load_params(
+        params,
+        overrides,
+        {
+            "model.name": model,
+            "data.train_dir": str(train_dir) if train_dir else None,
+            "data.val_dir": str(val_dir) if val_dir else None,
+            "train.lr": lr,
+            "train.batch_size": batch_size,
+            "data.crop_size": parse_size(crop_size, "--crop-size"),
+            "data.samples_per_volume": samples_per_volume,
+            "data.num_loader_workers": num_loader_workers,
+            "train.min_lr": min_lr,
+            "train.lr_reduce_factor": lr_reduce_factor,
+            "train.lr_schedule": lr_schedule,
+            "model.norm": NORMALIZATION.get(normalization or ""),
+            "train.max_epochs": max_epochs,
+            "train.precision": precision,
+            "train.accelerator": accelerator,
+            "train.devices": devices,
+            "train.seed": seed,
+            "train.experiment": experiment,
+            "train.run_name": run_name,
+        },
+    )
     from vesselseg.training.fit import train_model
 
-    result = train_model(p, out or Path(p.train.out_dir) / "model.pt", resume=resume,
-                         pseudo_dir=pseudo)
+    result = train_model(
+        p, out or Path(p.train.out_dir) / "model.pt", resume=resume, pseudo_dir=pseudo
+    )
     score = "n/a" if result.best_score is None else f"{result.best_score:.4f}"
-    typer.echo(f"trained {result.epochs} epochs; best {p.train.monitor} {score}; model "
-               f"{result.model_path}; checkpoints {result.checkpoint_dir}; MLflow run {result.run_id}")
+    typer.echo(
+        f"trained {result.epochs} epochs; best {p.train.monitor} {score}; model "
+        f"{result.model_path}; checkpoints {result.checkpoint_dir}; MLflow run {result.run_id}"
+    )
 
 
 @app.command()
@@ -358,9 +409,16 @@ def predict(
     from vesselseg.registry import resolve_model
 
     summary = predict_path(
-        source, resolve_model(model), save_dir, p.infer, file_type=file_type,
-        shape=tuple(parse_size(shape, "--shape")) if shape else None, dtype=dtype,
-        resume=resume, device=device, max_buffer_mib=max_buffer_mib,
+        source,
+        resolve_model(model),
+        save_dir,
+        p.infer,
+        file_type=file_type,
+        shape=tuple(parse_size(shape, "--shape")) if shape else None,
+        dtype=dtype,
+        resume=resume,
+        device=device,
+        max_buffer_mib=max_buffer_mib,
     )
     typer.echo(summary.line())
 
@@ -368,9 +426,15 @@ def predict(
 @app.command()
 def evaluate(
     model: Annotated[Path, typer.Option(help="Saved model (.pt) whose predictions are scored.")],
-    data_dir: Annotated[Path, typer.Option(help="Volumes with truth_X (dense) or mask_X (sparse).")] = Path("data/raw/test"),
-    pred_dir: Annotated[Path | None, typer.Option(help="Predictions (missing ones are made).")] = None,
-    val_dir: Annotated[Path | None, typer.Option(help="Validation volumes for the best threshold.")] = None,
+    data_dir: Annotated[
+        Path, typer.Option(help="Volumes with truth_X (dense) or mask_X (sparse).")
+    ] = Path("data/raw/test"),
+    pred_dir: Annotated[
+        Path | None, typer.Option(help="Predictions (missing ones are made).")
+    ] = None,
+    val_dir: Annotated[
+        Path | None, typer.Option(help="Validation volumes for the best threshold.")
+    ] = None,
     metrics: Annotated[Path, typer.Option(help="metrics.json to write.")] = Path("metrics.json"),
     plots: Annotated[Path, typer.Option(help="Folder for pr.csv and PNGs.")] = Path("plots"),
     threshold: Annotated[float | None, typer.Option(help="Mask threshold.")] = None,
@@ -385,37 +449,56 @@ def evaluate(
     Writes metrics.json, plots/pr.csv and PNGs (TP/FP/FN projections and slices) and logs
     them to the model's MLflow run.
 
-    Example: [bold]vesselseg evaluate --model models/model.pt --data-dir data/raw/test --val-dir data/raw/val[/bold]
+    Example: [bold]vesselseg evaluate --model models/stage1.pt --val-dir data/raw/val[/bold]
     """
     _setup_logging()
-    if thresholds < 2:
-        raise ConfigError(f"--thresholds must be >= 2, got {thresholds}")
+    if thresholds < 3:
+        raise ConfigError(f"--thresholds must be >= 3, got {thresholds}")
     if tolerance < 0:
         raise ConfigError(f"--tolerance must be >= 0, got {tolerance}")
     p = load_params(params, overrides, {"infer.threshold": threshold})
     from vesselseg.evaluation import evaluate_dataset
     from vesselseg.registry import resolve_model
 
-    s = evaluate_dataset(data_dir, resolve_model(str(model)),
-                         pred_dir or Path(p.infer.out_dir), p.infer, metrics,
-                         plots, val_dir, tolerance, thresholds, mlflow)
+    s = evaluate_dataset(
+        data_dir,
+        resolve_model(str(model)),
+        pred_dir or Path(p.infer.out_dir),
+        p.infer,
+        metrics,
+        plots,
+        val_dir,
+        tolerance,
+        thresholds,
+        mlflow,
+    )
     o = s.overall
-    best = "" if s.best_threshold_val is None else f"; best val threshold {s.best_threshold_val:.2f}"
+    best = (
+        "" if s.best_threshold_val is None else f"; best val threshold {s.best_threshold_val:.2f}"
+    )
     cl = "n/a" if o.get("cldice") is None else f"{o['cldice']:.4f}"
     sd = "n/a" if o.get("surface_dice") is None else f"{o['surface_dice']:.4f}"
-    typer.echo(f"{o['volumes']} volumes: dice {o['dice']:.4f}, clDice {cl}, surface Dice {sd}"
-               f"{best}; wrote {s.metrics_path} and {plots}/"
-               + (f"; MLflow run {s.run_id}" if s.run_id else ""))
+    typer.echo(
+        f"{o['volumes']} volumes: dice {o['dice']:.4f}, clDice {cl}, surface Dice {sd}"
+        f"{best}; wrote {s.metrics_path} and {plots}/"
+        + (f"; MLflow run {s.run_id}" if s.run_id else "")
+    )
 
 
 @app.command()
 def pseudo(
     model: Annotated[str, typer.Option(help="Saved model (.pt) or models:/NAME@ALIAS.")],
-    in_dir: Annotated[Path | None, typer.Option(help="Unlabelled volumes (default pseudo.in_dir).")] = None,
-    out_dir: Annotated[Path | None, typer.Option(help="Output folder (default pseudo.out_dir).")] = None,
+    in_dir: Annotated[
+        Path | None, typer.Option(help="Unlabelled volumes (default pseudo.in_dir).")
+    ] = None,
+    out_dir: Annotated[
+        Path | None, typer.Option(help="Output folder (default pseudo.out_dir).")
+    ] = None,
     hi: Annotated[float | None, typer.Option(help="Vessel where p >= hi.")] = None,
     lo: Annotated[float | None, typer.Option(help="Background where p <= lo.")] = None,
-    min_component_voxels: Annotated[int | None, typer.Option(help="Drop smaller vessel components.")] = None,
+    min_component_voxels: Annotated[
+        int | None, typer.Option(help="Drop smaller vessel components.")
+    ] = None,
     resume: Annotated[bool, typer.Option(help="Resume interrupted predictions.")] = False,
     params: ParamsOpt = DEFAULT_PARAMS,
     overrides: SetOpt = None,
@@ -425,20 +508,31 @@ def pseudo(
     Writes OUT/mask_X.npy and OUT/pseudo.json (model, thresholds, date, source images);
     train on them with `vesselseg train --pseudo OUT`.
 
-    Example: [bold]vesselseg pseudo --model models/stage1.pt --in-dir data/raw/unlabelled --out-dir data/pseudo[/bold]
+    Example: [bold]vesselseg pseudo --model models/stage1.pt --out-dir data/pseudo[/bold]
     """
     _setup_logging()
-    p = load_params(params, overrides, {"pseudo.hi": hi, "pseudo.lo": lo,
-                                        "pseudo.min_component_voxels": min_component_voxels})
+    p = load_params(
+        params,
+        overrides,
+        {"pseudo.hi": hi, "pseudo.lo": lo, "pseudo.min_component_voxels": min_component_voxels},
+    )
     from vesselseg.pseudo import pseudo_label_dataset
     from vesselseg.registry import resolve_model
 
     model_path = resolve_model(model)
-    s = pseudo_label_dataset(in_dir or Path(p.pseudo.in_dir), model_path,
-                             out_dir or Path(p.pseudo.out_dir), p.pseudo, p.infer, resume)
+    s = pseudo_label_dataset(
+        in_dir or Path(p.pseudo.in_dir),
+        model_path,
+        out_dir or Path(p.pseudo.out_dir),
+        p.pseudo,
+        p.infer,
+        resume,
+    )
     vessel = sum(c.vessel for c in s.volumes.values())
-    typer.echo(f"pseudo-labelled {len(s.volumes)} volumes ({vessel:,} vessel voxels) into "
-               f"{s.out_dir}; provenance {s.out_dir / 'pseudo.json'}")
+    typer.echo(
+        f"pseudo-labelled {len(s.volumes)} volumes ({vessel:,} vessel voxels) into "
+        f"{s.out_dir}; provenance {s.out_dir / 'pseudo.json'}"
+    )
 
 
 @app.command()
@@ -458,6 +552,9 @@ def register(
     tag: Annotated[
         list[str] | None, typer.Option(help="Extra version tag KEY=VALUE (repeatable).")
     ] = None,
+    record: Annotated[
+        Path | None, typer.Option(help="Write what happened as JSON (a DVC stage output).")
+    ] = None,
     params: ParamsOpt = DEFAULT_PARAMS,
     overrides: SetOpt = None,
 ) -> None:
@@ -467,8 +564,11 @@ def register(
     Example: [bold]vesselseg register --model models/model.pt --metrics metrics.json[/bold]
     """
     _setup_logging()
-    p = load_params(params, overrides, {"register.name": name, "register.alias": alias,
-                                        "register.metric": metric})
+    p = load_params(
+        params,
+        overrides,
+        {"register.name": name, "register.alias": alias, "register.metric": metric},
+    )
     bad = [t for t in tag or [] if "=" not in t]
     if bad:
         raise ConfigError(f"--tag {bad[0]!r}: expected KEY=VALUE")
@@ -476,10 +576,26 @@ def register(
     from vesselseg.registry import register_model
 
     r = p.register
-    result = register_model(model, metrics, r.name, r.alias, r.champion_alias, r.metric, force,
-                            tags, params=p, experiment=p.train.experiment)
+    result = register_model(
+        model,
+        metrics,
+        r.name,
+        r.alias,
+        r.champion_alias,
+        r.metric,
+        force,
+        tags,
+        params=p,
+        experiment=p.train.experiment,
+    )
     for line in result.lines():
         typer.echo(line)
+    if record is not None:
+        import dataclasses
+
+        from vesselseg.evaluation import write_json
+
+        write_json(record, dataclasses.asdict(result))
 
 
 @app.command()
@@ -522,10 +638,18 @@ def tune(
     Example: [bold]vesselseg tune --n-trials 20 --jobs 2[/bold]
     """
     _setup_logging()
-    p = load_params(params, overrides, {
-        "tune.n_trials": n_trials, "tune.timeout": timeout, "tune.jobs": jobs,
-        "tune.storage": storage, "tune.study": study, "tune.pruner": pruner,
-    })
+    p = load_params(
+        params,
+        overrides,
+        {
+            "tune.n_trials": n_trials,
+            "tune.timeout": timeout,
+            "tune.jobs": jobs,
+            "tune.storage": storage,
+            "tune.study": study,
+            "tune.pruner": pruner,
+        },
+    )
     from vesselseg.tuning import run_study
 
     summary = run_study(p, out or params.with_name("params.tuned.yaml"))
@@ -535,7 +659,9 @@ def tune(
 
 @app.command()
 def submit(
-    pred_dir: Annotated[Path, typer.Argument(help="Folder of predicted masks (*.mask.npy/.tif/.zarr).")],
+    pred_dir: Annotated[
+        Path, typer.Argument(help="Folder of predicted masks (*.mask.npy/.tif/.zarr).")
+    ],
     out: Annotated[Path, typer.Option(help="CSV to write.")] = Path("submission.csv"),
     threshold: Annotated[float, typer.Option(help="Threshold when given probabilities.")] = 0.5,
 ) -> None:
@@ -553,12 +679,17 @@ def submit(
 
     if not pred_dir.is_dir():
         raise MissingPathError(f"{pred_dir}: no such folder")
-    masks = sorted(p for p in pred_dir.iterdir()
-                   if ".mask." in p.name and not p.name.endswith((".part", ".json")))
+    masks = sorted(
+        p
+        for p in pred_dir.iterdir()
+        if ".mask." in p.name and not p.name.endswith((".part", ".json"))
+    )
     if not masks:
         raise DatasetError(f"{pred_dir}: no predicted masks (*.mask.npy, *.mask.tif, *.mask.zarr)")
     volumes = {p.name.split(".")[0]: open_volume(p) for p in masks}
-    with progress_bar("submit", total=sum(v.shape[0] for v in volumes.values()), unit="slices") as advance:
+    with progress_bar(
+        "submit", total=sum(v.shape[0] for v in volumes.values()), unit="slices"
+    ) as advance:
         path = write_submission(volumes, out, threshold, on_slice=advance)
     typer.echo(f"wrote {path} ({len(volumes)} volumes)")
 

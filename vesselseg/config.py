@@ -32,9 +32,9 @@ class SynthConfig:
     """Synthetic demo data (``vesselseg synth``)."""
 
     out_dir: str = "data/raw"
-    n_train: int = _f(2, ge=0)
+    n_train: int = _f(4, ge=0)
     n_val: int = _f(1, ge=0)
-    n_test: int = _f(1, ge=0)
+    n_test: int = _f(2, ge=0)
     n_unlabelled: int = _f(1, ge=0)
     shape: int | Triple = _f([96, 96, 96], ge=16)
     seed: int = _f(0, ge=0)
@@ -43,7 +43,7 @@ class SynthConfig:
     max_radius: float = _f(5.0, gt=0.5)
     min_radius: float = _f(1.0, gt=0.0)
     annotated_fraction: float = _f(0.01, gt=0.0, lt=0.5)
-    noise: float = _f(0.08, ge=0.0)
+    noise: float = _f(0.05, ge=0.0)
     slab: int = _f(64, ge=8)
 
 
@@ -53,11 +53,12 @@ class DataConfig:
 
     train_dir: str = "data/raw/train"
     val_dir: str = "data/raw/val"
-    crop_size: int | Triple = _f([64, 64, 64], ge=8)
-    samples_per_volume: int = _f(32, ge=1)
+    crop_size: int | Triple = _f([48, 48, 48], ge=8)
+    samples_per_volume: int = _f(16, ge=1)
     min_vessel_voxels: int = _f(1, ge=1)
     background_crop_fraction: float = _f(0.25, ge=0.0, le=1.0)
     num_loader_workers: int = _f(0, ge=0)
+    cache_dir: str = ".cache/vesselseg"
     percentiles: list[float] = _f([0.5, 99.5], ge=0.0, le=100.0)
     flip: bool = True
     rot90: bool = True
@@ -72,8 +73,8 @@ class ModelConfig:
 
     name: Literal["vnet", "unet", "unet2d"] = "unet"
     norm: Literal["batch", "group"] = "batch"
-    base_channels: int = _f(16, ge=1)
-    depth: int = _f(4, ge=1, le=6)
+    base_channels: int = _f(8, ge=1)
+    depth: int = _f(3, ge=1, le=6)
     dropout: float = _f(0.0, ge=0.0, lt=1.0)
     groups: int = _f(8, ge=1)
 
@@ -84,7 +85,7 @@ class TrainConfig:
 
     out_dir: str = "models"
     optimizer: Literal["adam", "adamw"] = "adamw"
-    lr: float = _f(1e-3, gt=0.0)
+    lr: float = _f(2e-3, gt=0.0)
     weight_decay: float = _f(1e-4, ge=0.0)
     lr_schedule: Literal["plateau", "cosine"] = "plateau"
     lr_reduce_factor: float = _f(0.5, gt=0.0, lt=1.0)
@@ -92,7 +93,7 @@ class TrainConfig:
     min_lr: float = _f(1e-6, ge=0.0)
     warmup_epochs: int = _f(1, ge=0)
     batch_size: int = _f(2, ge=1)
-    max_epochs: int = _f(20, ge=1)
+    max_epochs: int = _f(14, ge=1)
     precision: Literal["32", "bf16"] = "32"
     accelerator: Literal["auto", "cpu", "gpu", "cuda"] = "auto"
     devices: int = _f(1, ge=1)
@@ -110,7 +111,7 @@ class TrainConfig:
 class InferConfig:
     """Streamed sliding-window inference (``vesselseg predict``)."""
 
-    tile_size: int | Triple = _f([64, 64, 64], ge=8)
+    tile_size: int | Triple = _f([48, 48, 48], ge=8)
     overlap: float = _f(0.25, ge=0.0, lt=1.0)
     border: int = _f(0, ge=0)
     blend: Literal["gaussian", "constant"] = "gaussian"

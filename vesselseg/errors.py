@@ -43,7 +43,3 @@ class NonFiniteError(VesselsegError):
 
 class DatasetError(VesselsegError):
     """A dataset folder is empty, inconsistent or lacks annotated vessel."""
-
-
-class NotBuiltError(VesselsegError):
-    """A planned command that is not implemented yet."""

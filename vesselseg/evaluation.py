@@ -144,9 +144,9 @@ def best_threshold(
     probs = ensure_predictions([s for s, _, _ in scored], model, pred_dir, cfg)
     total = None
     for sample, truth, sparse in scored:
-        sweep = threshold_sweep(
-            open_probabilities(probs[sample.id]), truth, threshold_grid(n_thresholds), sparse=sparse
-        )
+        # interior thresholds only: 0 and 1 would make every or no voxel vessel
+        grid = threshold_grid(n_thresholds)[1:-1]
+        sweep = threshold_sweep(open_probabilities(probs[sample.id]), truth, grid, sparse=sparse)
         total = sweep if total is None else _add_sweeps(total, sweep)
     assert total is not None
     return total.best()

@@ -66,8 +66,9 @@ def small_component_filter(vessel: Any, min_voxels: int) -> Any:
     offsets, sizes, links = [], [], []
     total, previous_last = 0, None
     for z0, z1 in ranges:
-        labels, n = cc3d.connected_components(np.asarray(vessel[z0:z1]), connectivity=26,
-                                              return_N=True)
+        labels, n = cc3d.connected_components(
+            np.asarray(vessel[z0:z1]), connectivity=26, return_N=True
+        )
         labels = labels.astype(np.int64)
         offsets.append(total)
         sizes.append(np.bincount(labels.ravel(), minlength=n + 1)[1:])
@@ -80,11 +81,14 @@ def small_component_filter(vessel: Any, min_voxels: int) -> Any:
         total += n
     size = np.concatenate(sizes) if sizes else np.zeros(0, np.int64)
     pairs = np.concatenate(links) if links else np.zeros((0, 2), np.int64)
-    graph = coo_matrix((np.ones(len(pairs)), (pairs[:, 0] - 1, pairs[:, 1] - 1)),
-                       shape=(total, total))
+    graph = coo_matrix(
+        (np.ones(len(pairs)), (pairs[:, 0] - 1, pairs[:, 1] - 1)), shape=(total, total)
+    )
     _, group = connected_components(graph, directed=False)
     group_size = np.bincount(group, weights=size, minlength=group.max() + 1 if total else 0)
-    keep = np.concatenate([[False], group_size[group] >= min_voxels]) if total else np.array([False])
+    keep = (
+        np.concatenate([[False], group_size[group] >= min_voxels]) if total else np.array([False])
+    )
     starts = {z0: offset for (z0, _), offset in zip(ranges, offsets)}
 
     def apply(z0: int, z1: int, mask: np.ndarray) -> np.ndarray:
@@ -161,11 +165,20 @@ def pseudo_label_dataset(
         mask = out_dir / f"mask_{sample.id}.npy"
         counts[sample.id] = write_pseudo_labels(open_probabilities(probs[sample.id]), mask, cfg)
         c = counts[sample.id]
-        volumes[sample.id] = {"image": str(sample.image.resolve()), "mask": mask.name,
-                              "vessel": c.vessel, "background": c.background,
-                              "unannotated": c.unannotated}
-        log.info("%s: %d vessel, %d background pseudo labels (%.1f%% labelled)", sample.id,
-                 c.vessel, c.background, 100 * c.annotated_fraction)
+        volumes[sample.id] = {
+            "image": str(sample.image.resolve()),
+            "mask": mask.name,
+            "vessel": c.vessel,
+            "background": c.background,
+            "unannotated": c.unannotated,
+        }
+        log.info(
+            "%s: %d vessel, %d background pseudo labels (%.1f%% labelled)",
+            sample.id,
+            c.vessel,
+            c.background,
+            100 * c.annotated_fraction,
+        )
     provenance = {
         "format": FORMAT,
         "model": str(model),

@@ -3,9 +3,10 @@
 A cache entry is valid for one *fingerprint* of its source: the resolved path, total size in
 bytes and newest modification time (ns) of the file, or of every file under it for a folder
 volume (TIFF slice folder, zarr store). A changed source gives a new fingerprint, so the stale
-cache is rebuilt. Entries go beside the data when its folder is writable, otherwise under a
-user cache folder (default ``~/.cache/vesselseg``). Writes are atomic (temporary name, then
-rename), so concurrent builders (DataLoader workers, DDP ranks) never see half a file.
+cache is rebuilt. Entries go to the chosen cache folder (``data.cache_dir``), or, without one,
+beside the data when its folder is writable, otherwise under ``~/.cache/vesselseg``. Writes
+are atomic (temporary name, then rename), so concurrent builders (DataLoader workers, DDP
+ranks) never see half a file.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from typing import Any, BinaryIO
 log = logging.getLogger(__name__)
 
 DEFAULT_CACHE_DIR = Path("~/.cache/vesselseg")
+CACHE_ENV = "VESSELSEG_CACHE_DIR"
 
 
 def fingerprint(path: str | Path) -> dict[str, Any]:
@@ -39,17 +41,25 @@ def fingerprint(path: str | Path) -> dict[str, Any]:
     return {"path": str(path), "size": int(size), "mtime_ns": int(mtime)}
 
 
-def cache_candidates(source: str | Path, suffix: str, cache_dir: str | Path | None,
-                     hidden: bool = False) -> list[Path]:
+def cache_candidates(
+    source: str | Path, suffix: str, cache_dir: str | Path | None, hidden: bool = False
+) -> list[Path]:
     """Where a cache of ``source`` may live, in order of preference.
 
+    With a ``cache_dir`` (or ``$VESSELSEG_CACHE_DIR``, which the CLI sets from
+    ``data.cache_dir``) only ``<cache_dir>/<hash of the resolved path>-<name><suffix>``, so data
+    folders (DVC outputs, read-only mounts) are never written. Without one:
+
     1. beside the source: ``<name><suffix>`` (``.<name><suffix>`` when ``hidden``);
-    2. ``<cache_dir>/<hash of the resolved path>-<name><suffix>``.
+    2. ``~/.cache/vesselseg/<hash of the resolved path>-<name><suffix>``.
     """
     source = Path(source).resolve()
     name = ("." if hidden else "") + source.name + suffix
     digest = hashlib.sha1(str(source).encode()).hexdigest()[:16]
-    folder = Path(cache_dir if cache_dir is not None else DEFAULT_CACHE_DIR).expanduser()
+    chosen = cache_dir if cache_dir is not None else os.environ.get(CACHE_ENV) or None
+    if chosen is not None:  # a chosen cache folder: never write beside the data
+        return [Path(chosen).expanduser() / f"{digest}-{source.name}{suffix}"]
+    folder = DEFAULT_CACHE_DIR.expanduser()
     return [source.parent / name, folder / f"{digest}-{source.name}{suffix}"]
 
 

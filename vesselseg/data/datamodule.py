@@ -6,6 +6,7 @@ Batches are ``(image, label)``: float32 ``[B, 1, z, y, x]`` and uint8 ``[B, 1, z
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import pytorch_lightning as pl
@@ -21,7 +22,10 @@ from vesselseg.data.datasets import (
     VolumeEntry,
     prepare_volumes,
 )
+from vesselseg.errors import DatasetError
 from vesselseg.io.dataset import discover_dataset
+
+log = logging.getLogger(__name__)
 
 
 class VesselDataModule(pl.LightningDataModule):
@@ -69,7 +73,12 @@ class VesselDataModule(pl.LightningDataModule):
             return labelled, None
         from vesselseg.pseudo import discover_pseudo
 
-        pseudo = self._prepare(discover_pseudo(self.pseudo_dir))
+        samples = discover_pseudo(self.pseudo_dir)
+        try:
+            pseudo = self._prepare(samples)
+        except DatasetError as exc:  # e.g. a stage-1 model too unsure for any vessel label
+            log.warning("pseudo labels not used: %s", exc)
+            return labelled, None
         r = self.pseudo_ratio
         weights = [(1 - r) / len(labelled)] * len(labelled) + [r / len(pseudo)] * len(pseudo)
         return labelled + pseudo, weights
@@ -79,14 +88,23 @@ class VesselDataModule(pl.LightningDataModule):
         if self.train_set is None and stage in (None, "fit"):
             volumes, weights = self._training_volumes()
             self.train_set = RandomCropDataset(
-                volumes, cfg.crop_size, cfg.samples_per_volume,
-                cfg.min_vessel_voxels, cfg.background_crop_fraction,
-                AugmentParams.from_config(cfg), seed=self.seed, weights=weights,
+                volumes,
+                cfg.crop_size,
+                cfg.samples_per_volume,
+                cfg.min_vessel_voxels,
+                cfg.background_crop_fraction,
+                AugmentParams.from_config(cfg),
+                seed=self.seed,
+                weights=weights,
             )
         if self.val_set is None and stage in (None, "fit", "validate"):
             self.val_set = FixedCropDataset(
-                self._volumes(cfg.val_dir), cfg.crop_size, self.val_crops_per_volume,
-                cfg.min_vessel_voxels, cfg.background_crop_fraction, seed=self.seed,
+                self._volumes(cfg.val_dir),
+                cfg.crop_size,
+                self.val_crops_per_volume,
+                cfg.min_vessel_voxels,
+                cfg.background_crop_fraction,
+                seed=self.seed,
             )
 
     def _loader(self, dataset: Dataset | None, shuffle: bool) -> DataLoader:

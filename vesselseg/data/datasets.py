@@ -123,8 +123,12 @@ class _CropDatasetBase(Dataset):
             if mask is None:
                 raise ValueError(f"{entry.sample.image}: sample has no mask")
             self._samplers[volume] = CropSampler(
-                entry.sample.open_image(), mask, entry.index, self.crop_size,
-                self.min_vessel_voxels, self.background_crop_fraction,
+                entry.sample.open_image(),
+                mask,
+                entry.index,
+                self.crop_size,
+                self.min_vessel_voxels,
+                self.background_crop_fraction,
                 image_pad_value=entry.stats.lo,
             )
         return self._samplers[volume]
@@ -184,8 +188,16 @@ class RandomCropDataset(_CropDatasetBase):
         image = normalize(image, stats.lo, stats.hi)
         if self.augmentation is not None:
             a = self.augmentation
-            image, label = augment(image, label, rng, a.flip, a.rot90, a.intensity_scale,
-                                   a.intensity_shift, a.noise_std)
+            image, label = augment(
+                image,
+                label,
+                rng,
+                a.flip,
+                a.rot90,
+                a.intensity_scale,
+                a.intensity_shift,
+                a.noise_std,
+            )
         return self._to_tensors(image, label)
 
 

@@ -21,7 +21,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from vesselseg.errors import ConfigError, NotBuiltError
+from vesselseg.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -43,13 +43,11 @@ def resolve_device(device: str) -> torch.device:
 
 
 def load_model(source: str | Path) -> tuple[nn.Module, Any]:
-    """``(network in eval mode, ModelMeta)`` from a model file."""
+    """``(network in eval mode, ModelMeta)`` from a model file or registry URI."""
     from vesselseg.bundle import build_from_bundle
+    from vesselseg.registry import resolve_model
 
-    text = str(source)
-    if text.startswith("models:/"):
-        raise NotBuiltError(f"{text}: registry models are not built yet (model registry issue)")
-    return build_from_bundle(Path(text))
+    return build_from_bundle(resolve_model(str(source)))
 
 
 def divisor(meta_model: dict[str, Any]) -> int:

@@ -70,6 +70,16 @@ def quiet_lightning() -> None:
     warnings.filterwarnings("ignore", message=".*does not have many workers.*")
 
 
+def pipeline_tags() -> dict[str, str]:
+    """DVC data versions (``dvc.lock`` hashes of data/raw, data/pseudo) and experiment name."""
+    from vesselseg.registry import dvc_data_hashes
+
+    tags = {f"dvc.{path}": md5 for path, md5 in dvc_data_hashes().items()}
+    if os.environ.get("DVC_EXP_NAME"):
+        tags["dvc.experiment"] = os.environ["DVC_EXP_NAME"]
+    return tags
+
+
 def train_model(
     params: Params,
     out: str | Path,
@@ -109,8 +119,13 @@ def train_model(
             stale.unlink()
 
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
-    datamodule = VesselDataModule(params.data, cfg.batch_size, seed=cfg.seed,
-                                  pseudo_dir=pseudo_dir, pseudo_ratio=params.pseudo.mix_ratio)
+    datamodule = VesselDataModule(
+        params.data,
+        cfg.batch_size,
+        seed=cfg.seed,
+        pseudo_dir=pseudo_dir,
+        pseudo_ratio=params.pseudo.mix_ratio,
+    )
     datamodule.setup("fit")  # validates the data before anything is written
 
     meta = ModelMeta(
@@ -126,6 +141,7 @@ def train_model(
     all_tags = {"git_commit": tracking.git_commit() or "unknown", **(tags or {})}
     if pseudo_dir is not None:
         all_tags["pseudo_dir"] = str(pseudo_dir)
+    all_tags.update(pipeline_tags())
     logger = tracking.lightning_logger(
         cfg.experiment, cfg.run_name or out.stem, run_id, all_tags, mlflow_root
     )

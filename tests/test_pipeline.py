@@ -1,0 +1,93 @@
+"""The DVC pipeline end to end on tiny params, in a temporary copy of the project."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = {
+    "synth": {
+        "shape": [32, 32, 32],
+        "n_train": 1,
+        "n_val": 1,
+        "n_test": 1,
+        "n_unlabelled": 1,
+        "annotated_fraction": 0.03,
+        "slab": 16,
+    },
+    "data": {"crop_size": [16, 16, 16], "samples_per_volume": 2},
+    "model": {"base_channels": 2, "depth": 2},
+    "train": {"max_epochs": 1, "batch_size": 2, "overlay_every_n_epochs": 0},
+    "infer": {"tile_size": [16, 16, 16]},
+    "pseudo": {"hi": 0.51, "lo": 0.49},
+}
+
+
+def run(args: list[str], cwd: Path, env: dict[str, str]) -> subprocess.CompletedProcess:
+    return subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=900)
+
+
+@pytest.mark.slow
+def test_dvc_repro_on_tiny_params(tmp_path: Path) -> None:
+    project = tmp_path / "project"
+    project.mkdir()
+    for name in ("dvc.yaml", ".dvcignore", ".gitignore"):
+        shutil.copy(ROOT / name, project / name)
+    shutil.copytree(ROOT / ".dvc", project / ".dvc", ignore=shutil.ignore_patterns("tmp", "cache"))
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    for section, values in TINY.items():
+        params[section].update(values)
+    (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    bin_dir = str(Path(sys.executable).parent)
+    env = {
+        **os.environ,
+        "PATH": f"{bin_dir}:{os.environ['PATH']}",
+        "VESSELSEG_PROGRESS": "0",
+        "MLFLOW_DISABLE_TELEMETRY": "true",
+    }
+    env.pop("MLFLOW_TRACKING_URI", None)
+    env.pop("VESSELSEG_CACHE_DIR", None)
+    for args in (
+        ["git", "init", "-q"],
+        ["git", "add", "-A"],
+        ["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "init"],
+    ):
+        assert run(args, project, env).returncode == 0
+    dvc = [str(Path(bin_dir) / "dvc")]
+
+    result = run([*dvc, "repro"], project, env)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    metrics = json.loads((project / "metrics.json").read_text())
+    assert 0.0 <= metrics["overall"]["dice"] <= 1.0
+    registered = json.loads((project / "models" / "registered.json").read_text())
+    assert registered["version"] == "1" and "champion" in registered["aliases"]
+    assert list((project / "predictions" / "test").glob("*.mask.npy"))
+    assert (project / "data" / "pseudo" / "pseudo.json").is_file()
+    shown = run([*dvc, "metrics", "show", "--json"], project, env)
+    assert shown.returncode == 0 and "dice" in shown.stdout
+
+    start = time.perf_counter()
+    again = run([*dvc, "repro"], project, env)
+    assert again.returncode == 0
+    assert (
+        "didn't change" in again.stdout
+        or "is cached" in again.stdout
+        or "up to date" in again.stdout
+    )
+    assert time.perf_counter() - start < 30  # a no-op (≈ 1-5 s; generous for a busy CI box)
+
+    params["train"]["lr"] = 0.005
+    (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    status = run([*dvc, "status", "--json"], project, env)
+    changed = set(json.loads(status.stdout))
+    assert {"train", "train_pseudo"} <= changed
+    assert not {"synth", "prepare"} & changed
