@@ -39,3 +39,21 @@ def _no_cache_dir_from_cli():
     os.environ.pop("VESSELSEG_CACHE_DIR", None)
     if saved is not None:
         os.environ["VESSELSEG_CACHE_DIR"] = saved
+
+
+@pytest.fixture()
+def tiny_model(tmp_path: Path) -> Path:
+    """A saved (untrained, seeded) 2-level U-Net with 2 base channels: ``stage1.pt`` + JSON."""
+    import torch
+
+    from vesselseg.bundle import ModelMeta, save_bundle
+    from vesselseg.config import ModelConfig, params_to_dict
+    from vesselseg.models import build_model
+
+    torch.manual_seed(0)
+    cfg = ModelConfig(base_channels=2, depth=2)
+    return save_bundle(
+        tmp_path / "stage1.pt",
+        build_model(cfg).state_dict(),
+        ModelMeta(model=params_to_dict(cfg), tile_size=[16, 16, 16]),
+    )

@@ -8,12 +8,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from typer.testing import CliRunner
 
-from vesselseg.bundle import ModelMeta, save_bundle
 from vesselseg.cli import app
-from vesselseg.config import InferConfig, ModelConfig, params_to_dict
+from vesselseg.config import InferConfig
 from vesselseg.evaluation import evaluate_dataset
 from vesselseg.inference.outputs import output_paths
 from vesselseg.io import discover_dataset
@@ -22,16 +20,8 @@ CFG = InferConfig(tile_size=[16, 16, 16], batch_size=2)
 
 
 @pytest.fixture()
-def model(tmp_path: Path) -> Path:
-    torch.manual_seed(0)
-    from vesselseg.models import build_model
-
-    cfg = ModelConfig(base_channels=2, depth=2)
-    return save_bundle(
-        tmp_path / "m.pt",
-        build_model(cfg).state_dict(),
-        ModelMeta(model=params_to_dict(cfg), tile_size=[16, 16, 16]),
-    )
+def model(tiny_model: Path) -> Path:
+    return tiny_model
 
 
 @pytest.fixture(autouse=True)

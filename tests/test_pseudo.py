@@ -8,11 +8,9 @@ from pathlib import Path
 import cc3d
 import numpy as np
 import pytest
-import torch
 
 from vesselseg import pseudo
-from vesselseg.bundle import ModelMeta, save_bundle
-from vesselseg.config import DataConfig, InferConfig, ModelConfig, PseudoConfig, params_to_dict
+from vesselseg.config import DataConfig, InferConfig, PseudoConfig
 from vesselseg.data.datamodule import VesselDataModule
 from vesselseg.errors import MissingPathError
 from vesselseg.io import open_volume
@@ -44,19 +42,6 @@ def test_small_components_dropped_across_slabs(tmp_path: Path, monkeypatch) -> N
     expected[(expected == 1) & ~vessel] = 0
     np.testing.assert_array_equal(labels, expected)
     assert counts.vessel == 162 and labels[10, 15, 15] == 0 and labels[0, 20, 20] == 0
-
-
-@pytest.fixture()
-def tiny_model(tmp_path: Path) -> Path:
-    from vesselseg.models import build_model
-
-    torch.manual_seed(0)
-    cfg = ModelConfig(base_channels=2, depth=2)
-    return save_bundle(
-        tmp_path / "stage1.pt",
-        build_model(cfg).state_dict(),
-        ModelMeta(model=params_to_dict(cfg), tile_size=[16, 16, 16]),
-    )
 
 
 def test_pseudo_dataset_provenance_and_discovery(

@@ -99,11 +99,16 @@ def load_bundle(path: str | Path, map_location: str = "cpu") -> tuple[dict[str, 
     side = meta_path(path)
     if not side.is_file():
         raise ModelFileError(f"{path}: settings file {side.name} is missing beside the weights")
+    return payload, read_settings(side)
+
+
+def read_settings(side: Path) -> ModelMeta:
+    """The :class:`ModelMeta` stored in a model's JSON settings file."""
     try:
         data = json.loads(side.read_text())
     except ValueError:
         raise ModelFileError(f"{side}: not valid JSON") from None
-    return payload, ModelMeta.from_dict(data, str(side))
+    return ModelMeta.from_dict(data, str(side))
 
 
 def build_from_bundle(path: str | Path, map_location: str = "cpu") -> tuple[Any, ModelMeta]:
@@ -131,8 +136,4 @@ def load_meta(path: str | Path) -> ModelMeta:
     side = meta_path(path)
     if path.suffix == ".ckpt" or not side.is_file():
         return load_bundle(path)[1]
-    try:
-        data = json.loads(side.read_text())
-    except ValueError:
-        raise ModelFileError(f"{side}: not valid JSON") from None
-    return ModelMeta.from_dict(data, str(side))
+    return read_settings(side)

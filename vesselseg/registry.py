@@ -81,6 +81,18 @@ class RegisterResult:
         return out
 
 
+def registered_model(client: Any, name: str, uri: str) -> Any:
+    """The registered model ``name``, or a one-line error listing the registered names."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return client.get_registered_model(name)
+    except MlflowException:
+        names = sorted(m.name for m in client.search_registered_models(max_results=50))
+        known = ", ".join(names) if names else "none"
+        raise RegistryError(f"{uri}: no registered model {name!r} (registered: {known})") from None
+
+
 def read_metric(metrics_path: str | Path, metric: str) -> tuple[float, dict[str, float]]:
     """``(value of metric, every numeric overall metric)`` from ``vesselseg evaluate``'s
     metrics.json; ``metric`` is a key of ``overall`` (``dice``) or a dotted path
@@ -483,12 +495,7 @@ class _Target:
 def _registered_version(client: Any, uri: str, name: str, ref: str, by_alias: bool) -> Any:
     from mlflow.exceptions import MlflowException
 
-    try:
-        model = client.get_registered_model(name)
-    except MlflowException:
-        names = sorted(m.name for m in client.search_registered_models(max_results=50))
-        known = ", ".join(names) if names else "none"
-        raise RegistryError(f"{uri}: no registered model {name!r} (registered: {known})") from None
+    model = registered_model(client, name, uri)
     if not by_alias and ref == "latest":
         versions = client.search_model_versions(f"name='{name}'")
         if not versions:
@@ -703,14 +710,7 @@ def list_models(name: str = "vesselseg", root: str | Path | None = None) -> list
 
     client = tracking.client(root)
     uri = f"models:/{name}"
-    from mlflow.exceptions import MlflowException
-
-    try:
-        model = client.get_registered_model(name)
-    except MlflowException:
-        names = sorted(m.name for m in client.search_registered_models(max_results=50))
-        known = ", ".join(names) if names else "none"
-        raise RegistryError(f"{uri}: no registered model {name!r} (registered: {known})") from None
+    model = registered_model(client, name, uri)
     by_version: dict[str, list[str]] = {}
     for alias, version in sorted(_aliases(model).items()):
         by_version.setdefault(version, []).append(alias)
