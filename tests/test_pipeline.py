@@ -91,3 +91,17 @@ def test_dvc_repro_on_tiny_params(tmp_path: Path) -> None:
     changed = set(json.loads(status.stdout))
     assert {"train", "train_pseudo"} <= changed
     assert not {"synth", "prepare"} & changed
+
+    # an experiment re-runs train and downstream; its MLflow runs carry the experiment name,
+    # the git commit and the DVC data version
+    exp = run([*dvc, "exp", "run", "-n", "lr-test", "-S", "train.lr=0.004"], project, env)
+    assert exp.returncode == 0, exp.stdout[-3000:] + exp.stderr[-3000:]
+    assert "Running stage 'synth'" not in exp.stdout
+    from vesselseg import tracking
+
+    runs = tracking.client(project / "mlruns").search_runs(
+        [tracking.ensure_experiment("vesselseg", project / "mlruns")],
+        filter_string="tags.`dvc.experiment` = 'lr-test'",
+    )
+    assert {r.data.tags["mlflow.runName"] for r in runs} >= {"stage1", "stage2"}
+    assert all(r.data.tags["git_commit"] != "unknown" and r.data.tags["dvc.data/raw"] for r in runs)
