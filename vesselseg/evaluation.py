@@ -183,13 +183,19 @@ def evaluate_dataset(
     curves = []
     plots_dir.mkdir(parents=True, exist_ok=True)
     plot_paths: list[Path] = []
-    for sample, truth, sparse in scored:
-        prob = open_probabilities(probs[sample.id])
-        result = evaluate_pair(prob, truth, cfg.threshold, tolerance, n_thresholds, sparse=sparse)
-        curves.append(result.pop("pr_curve"))
-        per_volume[sample.id] = result
-        plot_paths += write_pictures(sample, prob, truth, sparse, cfg.threshold, plots_dir)
-        log.info("%s: dice %.4f", sample.id, result["dice"])
+    from vesselseg.progress import progress_bar
+
+    with progress_bar("evaluate", total=len(scored), unit="volumes") as advance:
+        for sample, truth, sparse in scored:
+            prob = open_probabilities(probs[sample.id])
+            result = evaluate_pair(
+                prob, truth, cfg.threshold, tolerance, n_thresholds, sparse=sparse
+            )
+            curves.append(result.pop("pr_curve"))
+            per_volume[sample.id] = result
+            plot_paths += write_pictures(sample, prob, truth, sparse, cfg.threshold, plots_dir)
+            log.info("%s: dice %.4f", sample.id, result["dice"])
+            advance(1)
 
     overall = aggregate(per_volume)
     best_val = None
