@@ -132,9 +132,9 @@ class PseudoConfig:
     in_dir: str = "data/raw/unlabelled"
     out_dir: str = "data/pseudo"
     hi: float = _f(0.9, gt=0.0, lt=1.0)
-    lo: float = _f(0.1, gt=0.0, lt=1.0)
+    lo: float = _f(0.02, gt=0.0, lt=1.0)
     min_component_voxels: int = _f(0, ge=0)
-    mix_ratio: float = _f(0.5, ge=0.0, le=1.0)
+    mix_ratio: float = _f(0.25, ge=0.0, le=1.0)
 
 
 @dataclass
