@@ -137,3 +137,26 @@ def test_threshold_from_metrics(tmp_path: Path) -> None:
         best_threshold_from(path)
     with pytest.raises(MissingPathError):
         best_threshold_from(tmp_path / "nope.json")
+
+
+def test_kaggle_labels_are_dense_truth_and_uint8_probabilities_scale(tmp_path: Path) -> None:
+    import tifffile
+
+    from vesselseg.evaluation import open_probabilities, truth_of
+
+    case = tmp_path / "kidney_7"
+    (case / "images").mkdir(parents=True)
+    (case / "labels").mkdir()
+    labels = np.zeros((3, 4, 5), np.uint8)
+    labels[1, 2, 3] = 255
+    for z in range(3):
+        tifffile.imwrite(case / "images" / f"{z:04d}.tif", np.full((4, 5), z, np.uint16))
+        tifffile.imwrite(case / "labels" / f"{z:04d}.tif", labels[z])
+    (sample,) = discover_dataset(tmp_path)
+    truth, sparse = truth_of(sample)
+    assert not sparse
+    np.testing.assert_array_equal(truth[:], labels > 0)
+    np.save(tmp_path / "p.npy", np.array([[[0, 128, 255]]], np.uint8))
+    prob = open_probabilities(tmp_path / "p.npy")
+    np.testing.assert_allclose(prob[:], [[[0.0, 128 / 255, 1.0]]])
+    assert prob.dtype == np.float32

@@ -41,28 +41,14 @@ AVERAGED = ("cldice", "surface_dice")
 COLOURS = {"tp": (1.0, 0.85, 0.2), "fp": (0.95, 0.2, 0.2), "fn": (0.2, 0.5, 1.0)}
 
 
-class ScaledProbabilities:
+def scaled_probabilities(stored: np.ndarray) -> np.ndarray:
     """uint8 probabilities ``round(255 p)`` read back as float32 ``p``."""
-
-    def __init__(self, volume: Any) -> None:
-        self._volume = volume
-        self.shape = volume.shape
-        self.dtype = np.dtype(np.float32)
-
-    def __getitem__(self, key: Any) -> np.ndarray:
-        return np.asarray(self._volume[key], dtype=np.float32) / 255.0
+    return stored.astype(np.float32) / 255.0
 
 
-class BinaryTruth:
-    """Dense 0/255 (or 0/1) labels read as 0/1 truth."""
-
-    def __init__(self, volume: Any) -> None:
-        self._volume = volume
-        self.shape = volume.shape
-        self.dtype = np.dtype(np.uint8)
-
-    def __getitem__(self, key: Any) -> np.ndarray:
-        return (np.asarray(self._volume[key]) > 0).astype(np.uint8)
+def binary_truth(raw: np.ndarray) -> np.ndarray:
+    """Dense 0/255 (or 0/1) labels as 0/1 truth."""
+    return (raw > 0).astype(np.uint8)
 
 
 @dataclass
@@ -79,12 +65,12 @@ class EvalSummary:
 
 def truth_of(sample: Sample) -> tuple[Any, bool] | None:
     """``(truth volume, is_sparse)`` of a sample, preferring a dense truth."""
-    from vesselseg.io.readers import open_volume
+    from vesselseg.io.readers import MappedVolume, open_volume
 
     if sample.truth is not None:
         return sample.open_truth(), False
     if sample.layout == "kaggle" and sample.mask is not None:
-        return BinaryTruth(open_volume(sample.mask)), False
+        return MappedVolume(open_volume(sample.mask), binary_truth, np.uint8), False
     if sample.mask is not None:
         return sample.open_mask(), True
     return None
@@ -114,10 +100,12 @@ def ensure_predictions(
 
 
 def open_probabilities(path: Path) -> Any:
-    from vesselseg.io.readers import open_volume
+    from vesselseg.io.readers import MappedVolume, open_volume
 
     volume = open_volume(path)
-    return ScaledProbabilities(volume) if volume.dtype == np.uint8 else volume
+    if volume.dtype == np.uint8:
+        return MappedVolume(volume, scaled_probabilities, np.float32)
+    return volume
 
 
 def scored_samples(data_dir: Path) -> list[tuple[Sample, Any, bool]]:

@@ -13,13 +13,12 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
 from vesselseg.errors import DatasetError, MissingPathError
 from vesselseg.io.checks import LabelCounts, check_finite, check_same_shape, count_labels
-from vesselseg.io.readers import Volume, detect_file_type, open_volume
+from vesselseg.io.readers import MappedVolume, Volume, detect_file_type, open_volume
 
 _PAIR = re.compile(r"^(data|mask|truth)_(.+?)(\.npy|\.raw|\.tiff?|\.zarr)?$", re.IGNORECASE)
 _SAFE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
@@ -43,7 +42,9 @@ class Sample:
             return None
         volume = open_volume(self.mask)
         if self.layout == "kaggle":
-            return Volume(DenseBinaryLabels(volume), self.mask, volume.kind)
+            return Volume(
+                MappedVolume(volume, dense_labels_as_codes, np.uint8), self.mask, volume.kind
+            )
         return volume
 
     def open_truth(self) -> Volume | None:
@@ -52,17 +53,9 @@ class Sample:
         return open_volume(self.truth)
 
 
-class DenseBinaryLabels:
-    """Dense binary labels (0/255 or 0/1) read as label codes: >0 → 1 vessel, 0 → 2 background."""
-
-    def __init__(self, volume: Volume) -> None:
-        self._volume = volume
-        self.shape = volume.shape
-        self.dtype = np.dtype(np.uint8)
-
-    def __getitem__(self, key: Any) -> np.ndarray:
-        raw = self._volume[key]
-        return np.where(raw > 0, 1, 2).astype(np.uint8)
+def dense_labels_as_codes(raw: np.ndarray) -> np.ndarray:
+    """Dense binary labels (0/255 or 0/1) as label codes: >0 → 1 vessel, 0 → 2 background."""
+    return np.where(raw > 0, 1, 2).astype(np.uint8)
 
 
 def check_id(sample_id: str, where: Path) -> str:

@@ -67,6 +67,22 @@ class Volume:
         return f"Volume({self.kind}, shape={self.shape}, dtype={self.dtype}, path={self.path})"
 
 
+class MappedVolume:
+    """A lazily sliced view of ``volume`` that applies ``fn`` to every region it reads.
+
+    ``fn`` maps an array to one of the same shape and ``dtype`` (label recoding, rescaling).
+    """
+
+    def __init__(self, volume: ArrayLike, fn: Any, dtype: Any) -> None:
+        self._volume = volume
+        self._fn = fn
+        self.shape = tuple(volume.shape)
+        self.dtype = np.dtype(dtype)
+
+    def __getitem__(self, key: Any) -> np.ndarray:
+        return self._fn(np.asarray(self._volume[key]))
+
+
 def detect_file_type(path: Path) -> str:
     """Guess the file type from the name: ``npy``, ``raw``, ``tiff`` (file or folder), ``zarr``."""
     name = path.name.lower()
