@@ -360,18 +360,23 @@ def test_fixed_crop_dataset_is_fixed(tmp_path: Path) -> None:
         assert (ds[i][1] > 0).any()
 
 
+def _loader_cfg(root: Path, workers: int) -> DataConfig:
+    """8³ crops, 2 per volume, from ``root/train`` and ``root/val``."""
+    return DataConfig(
+        train_dir=str(root / "train"),
+        val_dir=str(root / "val"),
+        crop_size=[8, 8, 8],
+        samples_per_volume=2,
+        num_loader_workers=workers,
+    )
+
+
 @pytest.mark.parametrize("workers", [0, 2])
 def test_datamodule_batches(tmp_path: Path, workers: int) -> None:
     for split, n in (("train", 2), ("val", 1)):
         for i in range(n):
             _write_sample(tmp_path / split, f"{split}{i}", n_vessel=25, seed=i)
-    cfg = DataConfig(
-        train_dir=str(tmp_path / "train"),
-        val_dir=str(tmp_path / "val"),
-        crop_size=[8, 8, 8],
-        samples_per_volume=2,
-        num_loader_workers=workers,
-    )
+    cfg = _loader_cfg(tmp_path, workers)
     batches = []
     for _ in range(2):
         dm = VesselDataModule(cfg, batch_size=2, seed=0, cache_dir=tmp_path / "cache")
@@ -393,13 +398,7 @@ def test_epochs_draw_the_same_crops_with_any_worker_count_or_history(tmp_path: P
         _write_sample(tmp_path / "val", f"v{i}", n_vessel=25, seed=i + 5)
 
     def epoch_batches(workers: int, epochs: list[int]) -> list[torch.Tensor]:
-        cfg = DataConfig(
-            train_dir=str(tmp_path / "train"),
-            val_dir=str(tmp_path / "val"),
-            crop_size=[8, 8, 8],
-            samples_per_volume=2,
-            num_loader_workers=workers,
-        )
+        cfg = _loader_cfg(tmp_path, workers)
         dm = VesselDataModule(cfg, batch_size=2, seed=0, cache_dir=tmp_path / "cache")
         dm.setup("fit")
         loader = dm.train_dataloader()

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -66,6 +67,19 @@ def volume_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 # --------------------------------------------------------------------------- tiling
+
+
+def fp32_outputs(model_file: Path, volume_file: Path, save_dir: Path) -> Any:
+    """Output paths of a plain float32 prediction (16³ tiles, defaults otherwise)."""
+    run = predict_path(
+        volume_file,
+        model_file,
+        save_dir,
+        InferConfig(tile_size=16),
+        device="cpu",
+        show_progress=False,
+    )
+    return run.results[0].outputs
 
 
 def test_grid_matches_monai_dense_patch_slices() -> None:
@@ -261,18 +275,7 @@ def test_formats_and_dtypes(
     model_file: Path, volume_file: Path, tmp_path: Path, fmt: str, prob_dtype: str
 ) -> None:
     cfg = InferConfig(tile_size=[16, 16, 16], out_format=fmt, prob_dtype=prob_dtype)
-    ref = (
-        predict_path(
-            volume_file,
-            model_file,
-            tmp_path / "ref",
-            InferConfig(tile_size=16),
-            device="cpu",
-            show_progress=False,
-        )
-        .results[0]
-        .outputs
-    )
+    ref = fp32_outputs(model_file, volume_file, tmp_path / "ref")
     got = (
         predict_path(
             volume_file, model_file, tmp_path / fmt, cfg, device="cpu", show_progress=False
@@ -438,18 +441,7 @@ def test_resume_with_other_settings_starts_over(
 
 
 def test_bf16_and_tta_run_end_to_end(model_file: Path, volume_file: Path, tmp_path: Path) -> None:
-    ref = (
-        predict_path(
-            volume_file,
-            model_file,
-            tmp_path / "fp32",
-            InferConfig(tile_size=16),
-            device="cpu",
-            show_progress=False,
-        )
-        .results[0]
-        .outputs
-    )
+    ref = fp32_outputs(model_file, volume_file, tmp_path / "fp32")
     cfg = InferConfig(tile_size=16, precision="bf16", tta=True)
     got = (
         predict_path(
