@@ -18,7 +18,6 @@ import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from vesselseg.config import Params, as_triple, flatten, params_to_dict
 from vesselseg.errors import ConfigError, VesselsegError
@@ -212,13 +211,3 @@ def train_model(
         float(best) if best is not None else None,
         trainer.current_epoch,
     )
-
-
-def describe(result: TrainResult) -> dict[str, Any]:
-    return {
-        "model": str(result.model_path),
-        "checkpoints": str(result.checkpoint_dir),
-        "run_id": result.run_id,
-        "best_score": result.best_score,
-        "epochs": result.epochs,
-    }
