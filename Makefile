@@ -24,9 +24,9 @@ install-dev: $(VENV)/.installed-dev
 run: install
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/dvc repro
 	@echo
-	@echo "metrics:      $(BIN)/dvc metrics show   (metrics.json; plots in plots/)"
-	@echo "predictions:  predictions/test/   (evaluation predictions in predictions/eval/)"
-	@echo "models:       models/stage1.pt, models/stage2.pt; registry: $(BIN)/vesselseg models"
+	@echo "metrics:      $(BIN)/dvc metrics show   (metrics.json = stage 2; metrics/{stage1,multiview,ensemble}.json; plots in plots/)"
+	@echo "predictions:  predictions/test/   (evaluation predictions in predictions/eval/, predictions/compare/)"
+	@echo "models:       models/stage1.pt, models/stage2.pt (3D), models/unet2d.pt (2D), models/ensemble.json; registry: $(BIN)/vesselseg models"
 	@echo "MLflow UI:    $(BIN)/mlflow ui --backend-store-uri sqlite:///mlruns/mlflow.db"
 
 test: install-dev

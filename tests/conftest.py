@@ -33,12 +33,18 @@ def tiny_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(autouse=True)
 def _no_cache_dir_from_cli():
-    """CLI commands set $VESSELSEG_CACHE_DIR from params; keep it from leaking between tests."""
+    """CLI commands set $VESSELSEG_CACHE_DIR from params, and MLflow's ``set_tracking_uri``
+    (called by Lightning's logger) sets $MLFLOW_TRACKING_URI: keep both from leaking between
+    tests."""
     saved = os.environ.pop("VESSELSEG_CACHE_DIR", None)
+    saved_uri = os.environ.get("MLFLOW_TRACKING_URI")
     yield
     os.environ.pop("VESSELSEG_CACHE_DIR", None)
     if saved is not None:
         os.environ["VESSELSEG_CACHE_DIR"] = saved
+    os.environ.pop("MLFLOW_TRACKING_URI", None)
+    if saved_uri is not None:
+        os.environ["MLFLOW_TRACKING_URI"] = saved_uri
 
 
 @pytest.fixture()
@@ -57,3 +63,26 @@ def tiny_model(tmp_path: Path) -> Path:
         build_model(cfg).state_dict(),
         ModelMeta(model=params_to_dict(cfg), tile_size=[16, 16, 16]),
     )
+
+
+@pytest.fixture()
+def store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """An empty embedded MLflow store folder (``$MLFLOW_TRACKING_URI`` unset)."""
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    return tmp_path / "mlruns"
+
+
+@pytest.fixture(scope="module")
+def model_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A saved (untrained, seeded) 2-level U-Net with 2 base channels, default settings."""
+    import torch
+
+    from vesselseg.bundle import ModelMeta, save_bundle
+    from vesselseg.config import ModelConfig, params_to_dict
+    from vesselseg.models import build_model
+
+    torch.manual_seed(0)
+    cfg = ModelConfig(name="unet", base_channels=2, depth=2)
+    path = tmp_path_factory.mktemp("model") / "tiny.pt"
+    save_bundle(path, build_model(cfg).state_dict(), ModelMeta(model=params_to_dict(cfg)))
+    return path

@@ -78,7 +78,6 @@ def test_synth_then_info(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     "args, message",
     [
-        (["info", "/no/such/volume.npy"], "no such file"),
         (["synth", "--size", "ab"], "--size: expected"),
         (["synth", "--format", "png"], "synth.format must be one of"),
         (["synth", "--set", "synth.bogus=1"], "unknown key"),
@@ -106,3 +105,24 @@ def test_console_script_and_shim_exit_2_without_traceback(tmp_path: Path) -> Non
     assert proc.returncode == 2
     assert proc.stderr.startswith("error: ") and "Traceback" not in proc.stderr
     assert proc.stdout == ""
+
+
+def test_option_names_are_consistent_across_commands() -> None:
+    """One name per meaning: folders read are --data-dir, folders written --out-dir, the one
+    file written --out; other spellings are only aliases after the canonical name."""
+    import typer.main
+
+    group = typer.main.get_command(app)
+    primary: dict[str, set[str]] = {}
+    for name, command in group.commands.items():
+        for param in command.params:
+            opts = [o for o in getattr(param, "opts", []) if o.startswith("--")]
+            if opts:
+                primary.setdefault(opts[0], set()).add(name)
+    for alias in ("--save-dir", "--save_dir", "--in-dir", "--output", "--output-dir", "--data_dir"):
+        assert alias not in primary, f"{alias} is the main name of {primary[alias]}"
+    assert {"predict", "pseudo"} <= primary["--out-dir"]
+    assert {"predict", "evaluate", "pseudo", "train"} <= primary["--data-dir"]
+    assert {"train", "prepare", "submit", "ensemble"} <= primary["--out"]
+    for command in group.commands.values():
+        assert "Example:" in (command.help or ""), f"{command.name}: no example in --help"

@@ -354,7 +354,7 @@ def test_fixed_crop_dataset_is_fixed(tmp_path: Path) -> None:
     ds = FixedCropDataset(entries, 8, 4, seed=3)
     again = FixedCropDataset(entries, 8, 4, seed=3)
     assert len(ds) == 8 and ds.crops == again.crops
-    assert {v for v, _ in ds.crops} == {0, 1}
+    assert {v for v, _, _ in ds.crops} == {0, 1}
     for i in range(len(ds)):
         assert torch.equal(ds[i][0], ds[i][0]) and torch.equal(ds[i][1], again[i][1])
         assert (ds[i][1] > 0).any()

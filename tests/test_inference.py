@@ -3,11 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -16,9 +11,8 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from vesselseg.bundle import ModelMeta, save_bundle
 from vesselseg.cli import app
-from vesselseg.config import InferConfig, ModelConfig, params_to_dict
+from vesselseg.config import InferConfig, ModelConfig
 from vesselseg.inference.network import FLIPS, fold_batchnorm, make_predict_fn
 from vesselseg.inference.outputs import output_paths
 from vesselseg.inference.predictor import ArraySink, StreamingPredictor
@@ -28,7 +22,6 @@ from vesselseg.io import open_volume
 from vesselseg.models import build_model
 
 runner = CliRunner()
-REPO = Path(__file__).resolve().parents[1]
 
 
 def plus_one(x: torch.Tensor) -> torch.Tensor:
@@ -47,15 +40,6 @@ def conv_fn():
     torch.manual_seed(0)
     conv = torch.nn.Conv3d(1, 1, 3, padding=1)
     return lambda x: torch.sigmoid(conv(x))
-
-
-@pytest.fixture(scope="module")
-def model_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    torch.manual_seed(0)
-    cfg = ModelConfig(name="unet", base_channels=2, depth=2)
-    path = tmp_path_factory.mktemp("model") / "tiny.pt"
-    save_bundle(path, build_model(cfg).state_dict(), ModelMeta(model=params_to_dict(cfg)))
-    return path
 
 
 @pytest.fixture(scope="module")
@@ -231,7 +215,7 @@ def test_cli_writes_named_outputs(model_file: Path, volume_file: Path, tmp_path:
         str(volume_file),
         "--model",
         str(model_file),
-        "--save-dir",
+        "--out-dir",
         str(tmp_path),
         "--tile-size",
         "16",
@@ -253,7 +237,7 @@ def test_seed_spellings_and_naming(model_file: Path, volume_file: Path, tmp_path
         str(model_file),
         "--data-dir",
         str(volume_file.parent),
-        "--save-dir",
+        "--out-dir",
         str(tmp_path),
         "--crop-size",
         "16",
@@ -319,103 +303,8 @@ def test_pairs_folder_predicts_only_images(model_file: Path, tmp_path: Path) -> 
     assert again.results[0].skipped
 
 
-@pytest.mark.parametrize(
-    "args,message",
-    [
-        (["MISSING.npy", "--model", "MODEL"], "no such file"),
-        (["VOL", "--model", "nope.pt"], "no such model file"),
-        (["VOL", "--model", "GARBAGE"], "not a readable model file"),
-        (["VOL", "--model", "MODEL", "--tile-size", "15"], "multiple of 2"),
-        (["VOL", "--model", "MODEL", "--tile-size", "2048"], "more than the"),
-        (["VOL", "--model", "MODEL", "--tile-size", "16", "--border", "8"], "--border"),
-        (["VOL"], "--model"),
-        (["VOL", "--model", "MODEL", "--blend", "cosine"], "infer.blend"),
-    ],
-)
-def test_cli_errors_are_one_line(
-    model_file: Path, volume_file: Path, tmp_path: Path, args: list[str], message: str
-) -> None:
-    garbage = tmp_path / "garbage.pt"
-    garbage.write_bytes(b"not a model")
-    garbage.with_suffix(".json").write_text("{}")
-    subs = {
-        "VOL": str(volume_file),
-        "MODEL": str(model_file),
-        "GARBAGE": str(garbage),
-        "MISSING.npy": str(tmp_path / "missing.npy"),
-    }
-    args = [subs.get(a, a) for a in args] + ["--save-dir", str(tmp_path / "out")]
-    result = run_cli(*args)
-    assert result.exit_code == 2, result.output
-    lines = result.output.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error:") and message in lines[0], lines
-
-
-# --------------------------------------------------------------------------- resume after kill
-
-SLOW_RUN = """
-import sys, time
-from vesselseg.config import InferConfig
-from vesselseg.inference.run import predict_path
-
-def slow(fn):
-    def wrapped(x):
-        time.sleep(0.15)
-        return fn(x)
-    return wrapped
-
-predict_path(sys.argv[1], sys.argv[2], sys.argv[3], InferConfig(tile_size=16, batch_size=2),
-             device="cpu", show_progress=False, net_hook=slow)
-"""
-
-
-@pytest.mark.slow
-def test_resume_after_sigkill_is_byte_identical(model_file: Path, tmp_path: Path) -> None:
-    volume = tmp_path / "big.npy"
-    np.save(volume, np.random.default_rng(5).normal(0, 1, (64, 28, 28)).astype(np.float32))
-    out = tmp_path / "killed"
-    paths = output_paths(out, volume.name, model_file)
-    env = {**os.environ, "VESSELSEG_PROGRESS": "0", "PYTHONPATH": str(REPO)}
-    proc = subprocess.Popen(
-        [sys.executable, "-c", SLOW_RUN, str(volume), str(model_file), str(out)],
-        env=env,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and proc.poll() is None:
-            try:
-                done = json.loads(paths.progress.read_text())["next_tile"]
-            except (OSError, ValueError):
-                done = 0
-            if done >= 9:
-                break
-            time.sleep(0.01)
-        assert proc.poll() is None, "the run finished before it could be killed"
-        os.kill(proc.pid, signal.SIGKILL)
-        proc.wait()
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    progress = json.loads(paths.progress.read_text())
-    assert 9 <= progress["next_tile"] < progress["n_tiles"]
-    assert not paths.prob.exists() and not paths.mask.exists()  # nothing looks finished
-    assert (out / (paths.prob.name + ".part")).exists()
-
-    cfg = InferConfig(tile_size=16, batch_size=2)
-    resumed = predict_path(
-        volume, model_file, out, cfg, device="cpu", resume=True, show_progress=False
-    ).results[0]
-    assert resumed.resumed_from == progress["next_tile"]
-    assert resumed.tiles < progress["n_tiles"]
-    ref = (
-        predict_path(volume, model_file, tmp_path / "ref", cfg, device="cpu", show_progress=False)
-        .results[0]
-        .outputs
-    )
-    assert paths.prob.read_bytes() == ref.prob.read_bytes()
-    assert paths.mask.read_bytes() == ref.mask.read_bytes()
-    assert not paths.progress.exists() and not (out / (paths.prob.name + ".part")).exists()
+# --------------------------------------------------------------------------- resume
+# (the SIGKILL-then-resume test lives in tests/test_crash_recovery.py)
 
 
 def test_resume_with_other_settings_starts_over(

@@ -47,11 +47,10 @@ def test_build_model_picks_the_class(name: str) -> None:
     assert build_model(ModelConfig(name=name, **SMALL), in_channels=2) is not None
 
 
-def test_build_model_unet2d_and_bad_depth_raise_config_error() -> None:
-    with pytest.raises(ConfigError, match="model.name: unet2d is not built yet"):
-        build_model(ModelConfig(name="unet2d"))
+@pytest.mark.parametrize("name", ["unet", "unet2d"])
+def test_build_model_bad_depth_raises_config_error(name: str) -> None:
     with pytest.raises(ConfigError, match="model.depth"):
-        build_model(ModelConfig(name="unet", depth=1))
+        build_model(ModelConfig(name=name, depth=1))
 
 
 @pytest.mark.parametrize("name", ["vnet", "unet"])

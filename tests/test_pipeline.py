@@ -26,9 +26,17 @@ TINY = {
     },
     "data": {"crop_size": [16, 16, 16], "samples_per_volume": 2},
     "model": {"base_channels": 2, "depth": 2},
+    "multiview": {
+        "base_channels": 2,
+        "depth": 2,
+        "crop_size": [16, 16, 16],
+        "batch_size": 2,
+        "samples_per_volume": 2,
+        "max_epochs": 1,
+    },
     "train": {"max_epochs": 1, "batch_size": 2, "overlay_every_n_epochs": 0},
     "infer": {"tile_size": [16, 16, 16]},
-    "pseudo": {"hi": 0.51, "lo": 0.49},
+    "pseudo": {"hi": 0.51, "lo": 0.49, "finetune_epochs": 1},
 }
 
 
@@ -72,6 +80,9 @@ def test_dvc_repro_on_tiny_params(tmp_path: Path) -> None:
     assert registered["version"] == "1" and "champion" in registered["aliases"]
     assert list((project / "predictions" / "test").glob("*.mask.npy"))
     assert (project / "data" / "pseudo" / "pseudo.json").is_file()
+    for name in ("stage1", "multiview", "ensemble"):  # the 2D vs 3D vs ensemble comparison
+        compared = json.loads((project / "metrics" / f"{name}.json").read_text())
+        assert 0.0 <= compared["overall"]["dice"] <= 1.0
     shown = run([*dvc, "metrics", "show", "--json"], project, env)
     assert shown.returncode == 0 and "dice" in shown.stdout
 
@@ -89,7 +100,7 @@ def test_dvc_repro_on_tiny_params(tmp_path: Path) -> None:
     (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     status = run([*dvc, "status", "--json"], project, env)
     changed = set(json.loads(status.stdout))
-    assert {"train", "train_pseudo"} <= changed
+    assert {"train", "train_2d", "train_pseudo"} <= changed
     assert not {"synth", "prepare"} & changed
 
     # an experiment re-runs train and downstream; its MLflow runs carry the experiment name,
@@ -103,5 +114,6 @@ def test_dvc_repro_on_tiny_params(tmp_path: Path) -> None:
         [tracking.ensure_experiment("vesselseg", project / "mlruns")],
         filter_string="tags.`dvc.experiment` = 'lr-test'",
     )
-    assert {r.data.tags["mlflow.runName"] for r in runs} >= {"stage1", "stage2"}
+    names = {r.data.tags["mlflow.runName"] for r in runs}
+    assert names >= {"stage1", "multiview", "stage2"}, exp.stdout[-3000:]
     assert all(r.data.tags["git_commit"] != "unknown" and r.data.tags["dvc.data/raw"] for r in runs)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import shlex
 from pathlib import Path
 from typing import Any
@@ -85,8 +86,21 @@ def child_runs(root: Path, experiment: str, parent_run_id: str) -> dict[int, Any
     }
 
 
+class RecordedBar:
+    """Stands in for :func:`vesselseg.progress.progress_bar`; records totals and advances."""
+
+    def __init__(self) -> None:
+        self.totals: list[float] = []
+        self.advanced: list[float] = []
+
+    @contextlib.contextmanager
+    def __call__(self, description: str, total: float, unit: str = "items"):
+        self.totals.append(total)
+        yield self.advanced.append
+
+
 def test_parallel_study_prunes_a_bad_trial_resumes_and_writes_tuned_params(
-    tiny_dataset: Path, trained_project: Path
+    tiny_dataset: Path, trained_project: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from vesselseg import tracking
 
@@ -94,7 +108,10 @@ def test_parallel_study_prunes_a_bad_trial_resumes_and_writes_tuned_params(
 
     mlruns = project / "mlruns"
     params = tiny_params(tiny_dataset, "tune.n_trials=4", "tune.jobs=2")
+    bar = RecordedBar()
+    monkeypatch.setattr(tuning, "progress_bar", bar)
     summary = tuning.run_study(params, project / "params.tuned.yaml", mlflow_root=mlruns)
+    assert bar.totals == [4] and sum(bar.advanced) == 4  # one bar over the session's trials
 
     # two worker processes shared one journal storage and lost no trial
     trials = tuning.open_study(params).get_trials()
@@ -151,7 +168,7 @@ def test_parallel_study_prunes_a_bad_trial_resumes_and_writes_tuned_params(
 
 
 def test_a_failing_trial_is_marked_failed_and_the_study_goes_on(
-    tiny_dataset: Path, trained_project: Path
+    tiny_dataset: Path, trained_project: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     project = trained_project
     # a validation mask with label 7: every trial fails while loading data
@@ -166,8 +183,11 @@ def test_a_failing_trial_is_marked_failed_and_the_study_goes_on(
     )
     mlruns = project / "mlruns"
     tuned = project / "broken.tuned.yaml"
+    bar = RecordedBar()
+    monkeypatch.setattr(tuning, "progress_bar", bar)
     with pytest.raises(VesselsegError, match=r"no trial completed \(2 fail\); first error"):
         tuning.run_study(params, tuned, mlflow_root=mlruns)
+    assert bar.totals == [2] and bar.advanced == [1, 1]  # failed trials count as done
 
     trials = tuning.open_study(params).get_trials()
     assert [t.state.name for t in trials] == ["FAIL", "FAIL"]  # both ran: the study went on

@@ -10,6 +10,7 @@ tensors. Lightning checkpoints (``.ckpt``, for resuming training) are accepted t
 from __future__ import annotations
 
 import dataclasses
+import io
 import json
 import os
 from dataclasses import dataclass, field
@@ -19,6 +20,7 @@ from typing import Any
 from vesselseg.errors import MissingPathError, VesselsegError
 
 FORMAT = "vesselseg-model/1"
+ADDED_MODEL_FIELDS = ("context", "views")  # ModelConfig fields newer than the format
 
 
 class ModelFileError(VesselsegError):
@@ -36,6 +38,15 @@ class ModelMeta:
     threshold: float = 0.5
     info: dict[str, Any] = field(default_factory=dict)  # run id, data version, metrics, ...
     format: str = FORMAT
+
+    def model_config(self, where: str) -> Any:
+        """The :class:`~vesselseg.config.ModelConfig` of these settings (fields added since a
+        model was saved, e.g. the 2.5D ``context``, take their defaults)."""
+        from vesselseg.config import ModelConfig, params_to_dict, section_from_dict
+
+        defaults = params_to_dict(ModelConfig())
+        later = {k: defaults[k] for k in ADDED_MODEL_FIELDS if k not in self.model}
+        return section_from_dict(ModelConfig, {**self.model, **later}, "model", source=where)
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True)
@@ -62,7 +73,9 @@ def save_bundle(path: str | Path, state_dict: dict[str, Any], meta: ModelMeta) -
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".part")
-    torch.save({k: v.detach().cpu() for k, v in state_dict.items()}, tmp)
+    buffer = io.BytesIO()  # serialise in memory: a full disk is then an OSError, not torch's
+    torch.save({k: v.detach().cpu() for k, v in state_dict.items()}, buffer)
+    tmp.write_bytes(buffer.getvalue())
     json_tmp = meta_path(path).with_name(meta_path(path).name + ".part")
     json_tmp.write_text(meta.to_json())
     os.replace(json_tmp, meta_path(path))
@@ -113,11 +126,10 @@ def read_settings(side: Path) -> ModelMeta:
 
 def build_from_bundle(path: str | Path, map_location: str = "cpu") -> tuple[Any, ModelMeta]:
     """The network of a saved model, weights loaded, in eval mode."""
-    from vesselseg.config import ModelConfig, section_from_dict
     from vesselseg.models import build_model
 
     state, meta = load_bundle(path, map_location)
-    cfg = section_from_dict(ModelConfig, meta.model, "model", source=str(path))
+    cfg = meta.model_config(str(path))
     net = build_model(cfg)
     try:
         net.load_state_dict(state)

@@ -9,6 +9,7 @@ Every :class:`~vesselseg.errors.VesselsegError` is printed as one line and exits
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Annotated, Any
@@ -27,7 +28,29 @@ log = logging.getLogger("vesselseg")
 
 
 class GuardedGroup(TyperGroup):
-    """Turn user errors into one line on stderr and exit code 2 (no traceback)."""
+    """Turn user errors into one line on stderr and exit code 2 (no traceback).
+
+    Besides :class:`~vesselseg.errors.VesselsegError`, an ``OSError`` that the machine rather
+    than the code causes (disk full, quota exceeded, read-only file system, permission denied)
+    becomes ``error: <path>: no space left on device`` (and so on). Writers leave only
+    ``NAME.part`` files behind, so nothing half-written looks finished.
+    """
+
+    @staticmethod
+    def disk_error(exc: OSError) -> str | None:
+        """``<path>: no space left on device`` for ENOSPC, EDQUOT, EROFS, EACCES; else None."""
+        import errno
+
+        reasons = {
+            errno.ENOSPC: "no space left on device",
+            errno.EDQUOT: "disk quota exceeded",
+            errno.EROFS: "read-only file system",
+            errno.EACCES: "permission denied",
+        }
+        if exc.errno not in reasons:
+            return None
+        where = f"{exc.filename}: " if exc.filename else ""
+        return " ".join(f"{where}{reasons[exc.errno]}".split())
 
     def invoke(self, ctx: Any) -> Any:
         try:
@@ -35,6 +58,12 @@ class GuardedGroup(TyperGroup):
         except VesselsegError as exc:
             typer.echo(f"error: {exc}", err=True)
             raise typer.Exit(exc.exit_code) from None
+        except OSError as exc:
+            message = self.disk_error(exc)
+            if message is None:
+                raise
+            typer.echo(f"error: {message}", err=True)
+            raise typer.Exit(VesselsegError.exit_code) from None
 
 
 app = typer.Typer(
@@ -83,6 +112,13 @@ def load_params(params: Path, overrides: list[str] | None, values: dict[str, Any
 
         os.environ["VESSELSEG_CACHE_DIR"] = str(Path(resolved.data.cache_dir).resolve())
     return resolved
+
+
+def config_with_values(p: Any, values: dict[str, Any]) -> Any:
+    """``p`` with the given option values (None = not given) applied and validated."""
+    from vesselseg.config import with_values
+
+    return with_values(p, values)
 
 
 def best_threshold_from(metrics: Path) -> float:
@@ -241,7 +277,13 @@ def train(
     out: Annotated[
         Path | None, typer.Option(help="Saved model (default train.out_dir/model.pt).")
     ] = None,
-    model: Annotated[str | None, typer.Option(help="vnet or unet.")] = None,
+    model: Annotated[
+        str | None, typer.Option(help="vnet, unet (3D) or unet2d (2D/2.5D slices).")
+    ] = None,
+    multiview: Annotated[
+        bool,
+        typer.Option(help="Train the 2D multiview U-Net with the params' multiview section."),
+    ] = False,
     data_dir: Annotated[
         Path | None, typer.Option(help="Folder with train/ and val/ (seed 000).")
     ] = None,
@@ -269,22 +311,30 @@ def train(
     pseudo: Annotated[
         Path | None, typer.Option(help="Pseudo labels from `vesselseg pseudo` (stage 2).")
     ] = None,
+    init: Annotated[
+        str | None, typer.Option(help="Start from this saved model's weights (fine-tuning).")
+    ] = None,
     params: ParamsOpt = DEFAULT_PARAMS,
     overrides: SetOpt = None,
 ) -> None:
-    """Train a 3D network on random crops that always contain annotated vessel; tracked in MLflow.
+    """Train a network on random crops that always contain annotated vessel; tracked in MLflow.
+
+    3D networks see 3D crops; unet2d sees stacks of model.context slices along model.views
+    (multiview) whose centre slice holds annotated vessel.
 
     Example: [bold]vesselseg train --model unet --max-epochs 20 --out models/stage1.pt[/bold]
+
+    Example: [bold]vesselseg train --multiview --out models/unet2d.pt[/bold]
+
+    Example: [bold]vesselseg train --pseudo data/pseudo --init models/stage1.pt
+    --out models/stage2.pt[/bold]
     """
     _setup_logging()
     if normalization is not None and normalization not in NORMALIZATION:
         raise ConfigError(f"--normalization must be b, g, batch or group, got {normalization!r}")
     if data_dir is not None:
         train_dir, val_dir = train_dir or data_dir / "train", val_dir or data_dir / "val"
-    p = load_params(
-        params,
-        overrides,
-        {
+    values = {
             "model.name": model,
             "data.train_dir": str(train_dir) if train_dir else None,
             "data.val_dir": str(val_dir) if val_dir else None,
@@ -304,13 +354,26 @@ def train(
             "train.seed": seed,
             "train.experiment": experiment,
             "train.run_name": run_name,
-        },
-    )
+    }
+    if multiview and model not in (None, "unet2d"):
+        raise ConfigError(f"--multiview trains unet2d; drop --model {model}")
+    p = load_params(params, overrides)
+    if multiview:  # the multiview section first, then the options given here
+        from vesselseg.config import multiview_params
+
+        p = multiview_params(p)
+    p = config_with_values(p, values)
     from vesselseg.training.fit import train_model
 
     result = train_model(
-        p, out or Path(p.train.out_dir) / "model.pt", resume=resume, pseudo_dir=pseudo
+        p,
+        out or Path(p.train.out_dir) / "model.pt",
+        resume=resume,
+        pseudo_dir=pseudo,
+        init=init,
     )
+    if os.environ.get("LOCAL_RANK", "0") != "0" or os.environ.get("NODE_RANK", "0") != "0":
+        return  # DDP: rank 0 reports
     score = "n/a" if result.best_score is None else f"{result.best_score:.4f}"
     typer.echo(
         f"trained {result.epochs} epochs; best {p.train.monitor} {score}; model "
@@ -327,10 +390,22 @@ def predict(
         Path | None, typer.Option("--data-dir", "--data_dir", help="Same as INPUT (seed 000).")
     ] = None,
     model: Annotated[
-        str | None, typer.Option("--model", "-m", help="Model file NAME.pt (+ NAME.json) or .ckpt.")
+        str | None,
+        typer.Option(
+            "--model", "-m", help="Model file NAME.pt (+ NAME.json), .ckpt, ensemble .json or URI."
+        ),
+    ] = None,
+    ensemble: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="Average models instead of --model: MODEL[:WEIGHT], repeat (2D and 3D mix)."
+        ),
     ] = None,
     save_dir: Annotated[
-        Path | None, typer.Option("--save-dir", "--save_dir", help="Output folder (infer.out_dir).")
+        Path | None,
+        typer.Option(
+            "--out-dir", "--save-dir", "--save_dir", help="Output folder (infer.out_dir)."
+        ),
     ] = None,
     tile_size: Annotated[
         str | None,
@@ -365,28 +440,42 @@ def predict(
     max_buffer_mib: Annotated[
         float, typer.Option(help="Memory for blending buffers; larger planes are cut.")
     ] = 1024.0,
+    shard: Annotated[
+        str | None,
+        typer.Option(
+            help="Predict only shard i/n (0-based, 0 <= i < n) of the sorted inputs, or "
+            "'slurm' for $SLURM_ARRAY_TASK_ID of $SLURM_ARRAY_TASK_COUNT."
+        ),
+    ] = None,
     params: ParamsOpt = DEFAULT_PARAMS,
     overrides: SetOpt = None,
 ) -> None:
     """Streamed sliding-window inference on volumes of any size (bounded memory, resumable).
 
     Writes X.MODEL.prob.npy (probabilities) and X.MODEL.mask.npy (thresholded) per input.
+    With --ensemble the models' probabilities are averaged (weights normalised to sum 1) and
+    the ensemble is saved as SAVE_DIR/ensemble.json (outputs X.ensemble.prob.npy).
 
     Example: [bold]vesselseg predict data/raw/test --model models/best.pt --tta[/bold]
+
+    Example: [bold]vesselseg predict data/raw/test --ensemble models/stage2.pt:0.5
+    --ensemble models/unet2d.pt:0.5[/bold]
     """
     _setup_logging()
-    if model is None and input_path is not None and data_dir is not None:
+    if model is None and input_path is not None and data_dir is not None and not ensemble:
         model, input_path = str(input_path), None  # seed 000: CHECKPOINT --data-dir DIR
     source = input_path or data_dir
     if source is None:
         raise ConfigError("predict: give an INPUT volume or folder (or --data-dir)")
-    if model is None:
+    if model is not None and ensemble:
+        raise ConfigError("give --model or --ensemble, not both")
+    if model is None and not ensemble:
         raise ConfigError("--model: give a saved model file (NAME.pt with NAME.json, or .ckpt)")
     if threshold_from is not None:
         if threshold is not None:
             raise ConfigError("give --threshold or --threshold-from, not both")
         threshold = best_threshold_from(threshold_from)
-    if model in ("vnet", "unet") and not Path(model).exists():
+    if model in ("vnet", "unet", "unet2d") and not Path(model).exists():
         raise ConfigError(f"--model {model}: give the model file; its architecture is read from it")
     p = load_params(
         params,
@@ -405,9 +494,17 @@ def predict(
             "infer.naming": naming,
         },
     )
-    from vesselseg.inference.run import predict_path
+    from vesselseg.inference.run import parse_shard, predict_path
     from vesselseg.registry import resolve_model
 
+    shard_of = parse_shard(shard)  # a bad --shard fails before anything is written
+    if ensemble:
+        from vesselseg.inference.ensemble import parse_member, write_ensemble
+
+        folder = save_dir if save_dir is not None else Path(p.infer.out_dir)
+        members = [parse_member(text) for text in ensemble]
+        model = str(write_ensemble(members, folder / "ensemble.json"))
+    assert model is not None
     summary = predict_path(
         source,
         resolve_model(model),
@@ -419,13 +516,16 @@ def predict(
         resume=resume,
         device=device,
         max_buffer_mib=max_buffer_mib,
+        shard=shard_of,
     )
     typer.echo(summary.line())
 
 
 @app.command()
 def evaluate(
-    model: Annotated[Path, typer.Option(help="Saved model (.pt) whose predictions are scored.")],
+    model: Annotated[
+        Path, typer.Option(help="Saved model (.pt) or ensemble (.json) to score.")
+    ],
     data_dir: Annotated[
         Path, typer.Option(help="Volumes with truth_X (dense) or mask_X (sparse).")
     ] = Path("data/raw/test"),
@@ -487,9 +587,12 @@ def evaluate(
 
 @app.command()
 def pseudo(
-    model: Annotated[str, typer.Option(help="Saved model (.pt) or models:/NAME@ALIAS.")],
+    model: Annotated[
+        str, typer.Option(help="Saved model (.pt), ensemble (.json) or models:/NAME@ALIAS.")
+    ],
     in_dir: Annotated[
-        Path | None, typer.Option(help="Unlabelled volumes (default pseudo.in_dir).")
+        Path | None,
+        typer.Option("--data-dir", "--in-dir", help="Unlabelled volumes (default pseudo.in_dir)."),
     ] = None,
     out_dir: Annotated[
         Path | None, typer.Option(help="Output folder (default pseudo.out_dir).")
@@ -596,6 +699,35 @@ def register(
         from vesselseg.evaluation import write_json
 
         write_json(record, dataclasses.asdict(result))
+
+
+@app.command()
+def ensemble(
+    members: Annotated[
+        list[str],
+        typer.Argument(metavar="MODEL[:WEIGHT]...", help="Two or more saved models or URIs."),
+    ],
+    out: Annotated[Path, typer.Option(help="Ensemble file to write (.json).")] = Path(
+        "models/ensemble.json"
+    ),
+) -> None:
+    """Average saved models (2D multiview and 3D) into one: an ensemble file usable wherever a
+    model is (predict, evaluate, pseudo). Probabilities are averaged with the weights
+    (default 1 each; normalised to sum 1); members must share their intensity percentiles.
+
+    Example: [bold]vesselseg ensemble models/stage2.pt models/unet2d.pt:0.5 --out
+    models/ensemble.json[/bold]
+    """
+    _setup_logging()
+    if out.suffix != ".json":
+        raise ConfigError(f"--out {out}: an ensemble file ends in .json")
+    from vesselseg.inference.ensemble import parse_member, write_ensemble
+
+    parsed = [parse_member(text) for text in members]
+    path = write_ensemble(parsed, out)
+    total = sum(w for _, w in parsed)
+    shares = ", ".join(f"{m} {w / total:.2f}" for m, w in parsed)
+    typer.echo(f"ensemble of {len(parsed)} models ({shares}) written to {path}")
 
 
 @app.command()

@@ -69,7 +69,11 @@ class DataConfig:
 
 @dataclass
 class ModelConfig:
-    """Network architecture; ``norm`` is seed 000's ``--normalization {b,g}``."""
+    """Network architecture; ``norm`` is seed 000's ``--normalization {b,g}``.
+
+    ``unet2d`` is a 2D U-Net trained on slices along ``views`` (multiview) with ``context``
+    neighbouring slices as channels (2.5D; 1 = plain 2D) and applied along the same axes.
+    """
 
     name: Literal["vnet", "unet", "unet2d"] = "unet"
     norm: Literal["batch", "group"] = "batch"
@@ -77,6 +81,27 @@ class ModelConfig:
     depth: int = _f(3, ge=1, le=6)
     dropout: float = _f(0.0, ge=0.0, lt=1.0)
     groups: int = _f(8, ge=1)
+    context: int = _f(3, ge=1)
+    views: list[Literal["z", "y", "x"]] = _f(["z", "y", "x"])
+
+
+@dataclass
+class MultiviewConfig:
+    """The 2D/2.5D multiview U-Net of seed 004 (``vesselseg train --multiview``).
+
+    Its settings where they differ from the 3D model's: applied over ``model`` (name
+    ``unet2d``; ``model.context`` and ``model.views`` as they are), ``data`` and ``train``.
+    ``crop_size``'s sides give the in-plane size of the slices along each view.
+    """
+
+    base_channels: int = _f(16, ge=1)
+    depth: int = _f(4, ge=2, le=6)
+    crop_size: int | Triple = _f([96, 96, 96], ge=8)
+    batch_size: int = _f(8, ge=1)
+    samples_per_volume: int = _f(64, ge=1)
+    max_epochs: int = _f(12, ge=1)
+    lr: float = _f(2e-3, gt=0.0)
+    ensemble_weight: float = _f(1.0, gt=0.0)
 
 
 @dataclass
@@ -127,7 +152,9 @@ class InferConfig:
 
 @dataclass
 class PseudoConfig:
-    """Pseudo labels from confident predictions (``vesselseg pseudo``)."""
+    """Pseudo labels from confident predictions (``vesselseg pseudo``) and stage-2 training:
+    ``mix_ratio`` of its crops come from pseudo-labelled volumes, and it fine-tunes stage 1
+    (``train --init``) for ``finetune_epochs`` at ``finetune_lr``."""
 
     in_dir: str = "data/raw/unlabelled"
     out_dir: str = "data/pseudo"
@@ -135,6 +162,8 @@ class PseudoConfig:
     lo: float = _f(0.02, gt=0.0, lt=1.0)
     min_component_voxels: int = _f(0, ge=0)
     mix_ratio: float = _f(0.25, ge=0.0, le=1.0)
+    finetune_epochs: int = _f(6, ge=1)
+    finetune_lr: float = _f(5e-4, gt=0.0)
 
 
 @dataclass
@@ -181,6 +210,7 @@ class Params:
     synth: SynthConfig = field(default_factory=SynthConfig)
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
+    multiview: MultiviewConfig = field(default_factory=MultiviewConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     infer: InferConfig = field(default_factory=InferConfig)
     pseudo: PseudoConfig = field(default_factory=PseudoConfig)
@@ -273,6 +303,25 @@ def with_values(params: Params, values: dict[str, Any]) -> Params:
         section, name = key.split(".")
         data[section][name] = list(value) if isinstance(value, tuple) else value
     return params_from_dict(data, source="option", strict=True)
+
+
+def multiview_params(params: Params) -> Params:
+    """``params`` for training the multiview 2D model: the ``multiview`` section applied over
+    ``model``, ``data`` and ``train``."""
+    mv = params.multiview
+    return with_values(
+        params,
+        {
+            "model.name": "unet2d",
+            "model.base_channels": mv.base_channels,
+            "model.depth": mv.depth,
+            "data.crop_size": mv.crop_size,
+            "train.batch_size": mv.batch_size,
+            "data.samples_per_volume": mv.samples_per_volume,
+            "train.max_epochs": mv.max_epochs,
+            "train.lr": mv.lr,
+        },
+    )
 
 
 def as_triple(value: int | list[int]) -> tuple[int, int, int]:
@@ -394,6 +443,11 @@ def _check_relations(obj: Any, prefix: str, source: str) -> None:
     if isinstance(obj, DataConfig):
         if len(obj.percentiles) != 2 or obj.percentiles[0] >= obj.percentiles[1]:
             raise ConfigError(f"{source}: {prefix}percentiles must be [low, high] with low < high")
+    if isinstance(obj, ModelConfig):
+        if obj.context % 2 == 0:
+            raise ConfigError(f"{source}: {prefix}context must be odd, got {obj.context}")
+        if not obj.views or len(set(obj.views)) != len(obj.views):
+            raise ConfigError(f"{source}: {prefix}views must be distinct axes among z, y, x")
     if isinstance(obj, PseudoConfig) and obj.lo >= obj.hi:
         raise ConfigError(f"{source}: {prefix}lo must be < {prefix}hi")
     if isinstance(obj, TuneConfig):

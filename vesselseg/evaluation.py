@@ -318,9 +318,9 @@ def write_pictures(
 def _save(fig: Any, path: Path) -> None:
     import matplotlib.pyplot as plt
 
-    tmp = path.with_name(path.stem + ".part.png")
+    tmp = path.with_name(path.name + ".part")  # like every other output: NAME.part, renamed
     fig.tight_layout()
-    fig.savefig(tmp, dpi=100)
+    fig.savefig(tmp, dpi=100, format=path.suffix.lstrip(".") or "png")
     plt.close(fig)
     os.replace(tmp, path)
 
@@ -332,8 +332,9 @@ def log_to_mlflow(summary: EvalSummary, model: Path, mlflow_root: str | Path | N
     """Log overall metrics (``test_*``) and files to the model's run, or a new one."""
     from vesselseg import tracking
     from vesselseg.bundle import load_meta
+    from vesselseg.inference.ensemble import is_ensemble_file
 
-    run_id = load_meta(model).info.get("run_id")
+    run_id = None if is_ensemble_file(model) else load_meta(model).info.get("run_id")
     metrics = {
         f"test_{k}": float(v)
         for k, v in summary.overall.items()

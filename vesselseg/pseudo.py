@@ -183,6 +183,7 @@ def pseudo_label_dataset(
         "format": FORMAT,
         "model": str(model),
         "model_sha256": sha256(model),
+        **ensemble_provenance(model),
         "hi": cfg.hi,
         "lo": cfg.lo,
         "min_component_voxels": cfg.min_component_voxels,
@@ -194,6 +195,25 @@ def pseudo_label_dataset(
     tmp.write_text(json.dumps(provenance, indent=2, sort_keys=True))
     os.replace(tmp, out_dir / PROVENANCE)
     return PseudoSummary(out_dir, counts)
+
+
+def ensemble_provenance(model: Path) -> dict[str, Any]:
+    """``{"members": [...]}`` (path, weight, sha256 of each) when ``model`` is an ensemble."""
+    from vesselseg.inference.ensemble import is_ensemble_file, read_members
+    from vesselseg.registry import is_model_uri
+
+    if not is_ensemble_file(model):
+        return {}
+    return {
+        "members": [
+            {
+                "model": member,
+                "weight": weight,
+                "sha256": None if is_model_uri(member) else sha256(Path(member)),
+            }
+            for member, weight in read_members(model)
+        ]
+    }
 
 
 def discover_pseudo(folder: str | Path) -> list[Sample]:

@@ -429,18 +429,12 @@ def _fluent_tracking(uri: str) -> Iterator[None]:
     """Point MLflow's fluent API (``log_model`` needs it) at ``uri`` and restore its global
     URI and the ``MLFLOW_TRACKING_URI`` variable (which ``set_tracking_uri`` also sets) after."""
     import mlflow
-    from mlflow.tracking._tracking_service import utils
 
-    old, env = getattr(utils, "_tracking_uri", None), os.environ.get("MLFLOW_TRACKING_URI")
-    mlflow.set_tracking_uri(uri)
-    try:
+    from vesselseg import tracking
+
+    with tracking.keep_global_tracking_uri():
+        mlflow.set_tracking_uri(uri)
         yield
-    finally:
-        mlflow.set_tracking_uri(old)
-        if env is None:
-            os.environ.pop("MLFLOW_TRACKING_URI", None)
-        else:
-            os.environ["MLFLOW_TRACKING_URI"] = env
 
 
 def _decide(

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -55,6 +57,25 @@ def ensure_experiment(name: str, root: str | Path | None = None) -> str:
     if location:
         location = f"{location}/{name}"
     return client.create_experiment(name, artifact_location=location)
+
+
+@contextmanager
+def keep_global_tracking_uri() -> Iterator[None]:
+    """Restore MLflow's process-wide tracking URI and ``$MLFLOW_TRACKING_URI`` on exit:
+    Lightning's ``MLFlowLogger`` calls ``mlflow.set_tracking_uri``, which would otherwise leave
+    a notebook (or the next run in the same process) pointed at this run's store."""
+    import mlflow
+    from mlflow.tracking._tracking_service import utils
+
+    old, env = getattr(utils, "_tracking_uri", None), os.environ.get("MLFLOW_TRACKING_URI")
+    try:
+        yield
+    finally:
+        mlflow.set_tracking_uri(old)
+        if env is None:
+            os.environ.pop("MLFLOW_TRACKING_URI", None)
+        else:
+            os.environ["MLFLOW_TRACKING_URI"] = env
 
 
 def lightning_logger(

@@ -41,6 +41,7 @@ from typing import Any
 
 from vesselseg.config import Params, TuneConfig, params_to_dict, with_values
 from vesselseg.errors import ConfigError, VesselsegError
+from vesselseg.progress import progress_bar
 
 log = logging.getLogger(__name__)
 
@@ -301,8 +302,10 @@ def run_worker(
     mlflow_root: str | Path | None,
     seed: int,
     threads: int | None = None,
+    on_trial: Any = None,
 ) -> None:
     """One worker: ``study.optimize`` for ``n_trials``; exceptions in a trial mark it FAIL.
+    ``on_trial(1)`` is called after every finished trial (the session's progress bar).
 
     ``threads`` is set in worker processes (before torch is imported): no progress bars and at
     most ``threads`` CPU threads each (unless ``OMP_NUM_THREADS`` is set), so parallel workers
@@ -323,6 +326,7 @@ def run_worker(
         timeout=timeout,
         catch=(Exception,),
         gc_after_trial=True,
+        callbacks=[lambda _study, _trial: on_trial(1)] if on_trial is not None else None,
     )
 
 
@@ -357,8 +361,10 @@ def _run_processes(
     parent_run_id: str | None,
     mlflow_root: str | Path | None,
     seed: int,
+    on_progress: Any = None,
 ) -> None:
-    """Run workers in ``spawn``-ed processes; a crashed worker's remaining share is rerun."""
+    """Run workers in ``spawn``-ed processes; a crashed worker's remaining share is rerun.
+    ``on_progress()`` is called every second while they run (the parent polls the study)."""
     import multiprocessing
 
     ctx = multiprocessing.get_context("spawn")
@@ -384,7 +390,10 @@ def _run_processes(
             index += 1
         try:
             for proc, _ in procs:
-                proc.join()
+                while proc.is_alive():
+                    proc.join(timeout=1.0)
+                    if on_progress is not None:
+                        on_progress()
         except BaseException:  # Ctrl-C: give workers time to record their trials, then stop
             for proc, _ in procs:
                 proc.join(timeout=30)
@@ -491,11 +500,7 @@ def run_study(
     parent = _start_parent_run(study, params, spec, mlflow_root)
     status = "FAILED"
     try:
-        shares = split_trials(cfg.n_trials, cfg.jobs)
-        if len(shares) == 1:
-            run_worker(params, spec, shares[0], cfg.timeout or None, parent, mlflow_root, seed)
-        else:
-            _run_processes(params, spec, shares, parent, mlflow_root, seed)
+        _run_with_progress(params, spec, parent, mlflow_root, seed, study, seen)
         summary = _summarize(study, params, spec, seen, parent, mlflow_root)
         if summary.best_trial is None:
             counts = ", ".join(f"{n} {s.lower()}" for s, n in summary.states.items() if n)
@@ -514,6 +519,61 @@ def run_study(
     finally:
         if parent:
             tracking.end_run(parent, status, mlflow_root)
+
+
+def _run_with_progress(
+    params: Params,
+    spec: str,
+    parent: str | None,
+    mlflow_root: str | Path | None,
+    seed: int,
+    study: Any,
+    seen: set[int],
+) -> None:
+    """Run the session's trials under one progress bar over ``tune.n_trials`` (the trials'
+    own training bars are turned off while it shows)."""
+    cfg = params.tune
+    shares = split_trials(cfg.n_trials, cfg.jobs)
+    with progress_bar(f"tune {cfg.study}", total=cfg.n_trials, unit="trials") as advance:
+        saved = os.environ.get("VESSELSEG_PROGRESS")
+        os.environ["VESSELSEG_PROGRESS"] = "0"
+        try:
+            if len(shares) == 1:
+                run_worker(
+                    params,
+                    spec,
+                    shares[0],
+                    cfg.timeout or None,
+                    parent,
+                    mlflow_root,
+                    seed,
+                    on_trial=advance,
+                )
+            else:
+                done = [0]
+
+                def poll() -> None:
+                    finished = _finished_trials(study, seen)
+                    if finished > done[0]:
+                        advance(finished - done[0])
+                        done[0] = finished
+
+                _run_processes(params, spec, shares, parent, mlflow_root, seed, poll)
+                poll()
+        finally:
+            if saved is None:
+                os.environ.pop("VESSELSEG_PROGRESS", None)
+            else:
+                os.environ["VESSELSEG_PROGRESS"] = saved
+
+
+def _finished_trials(study: Any, seen: set[int]) -> int:
+    """Trials of this session that are no longer running or waiting."""
+    return sum(
+        1
+        for t in study.get_trials(deepcopy=False)
+        if t.number not in seen and t.state.name not in ("RUNNING", "WAITING")
+    )
 
 
 def _start_parent_run(

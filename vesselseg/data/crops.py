@@ -21,7 +21,9 @@ Triple = tuple[int, int, int]
 
 
 def crop_origin_containing(
-    point: Sequence[int], crop_size: Sequence[int], volume_shape: Sequence[int],
+    point: Sequence[int],
+    crop_size: Sequence[int],
+    volume_shape: Sequence[int],
     rng: np.random.Generator,
 ) -> Triple:
     """A crop origin ``(z, y, x)``, uniform over the origins whose crop contains ``point``.
@@ -39,16 +41,27 @@ def crop_origin_containing(
     return origin[0], origin[1], origin[2]
 
 
-def random_origin(crop_size: Sequence[int], volume_shape: Sequence[int],
-                  rng: np.random.Generator) -> Triple:
+def random_origin(
+    crop_size: Sequence[int], volume_shape: Sequence[int], rng: np.random.Generator
+) -> Triple:
     """A uniformly random origin of a crop inside the volume (0 where the volume is smaller)."""
-    o = [int(rng.integers(0, max(s - c, 0) + 1)) for c, s in zip(crop_size, volume_shape,
-                                                                  strict=True)]
+    o = [
+        int(rng.integers(0, max(s - c, 0) + 1))
+        for c, s in zip(crop_size, volume_shape, strict=True)
+    ]
     return o[0], o[1], o[2]
 
 
-def read_crop(volume: Any, origin: Sequence[int], crop_size: Sequence[int],
-              pad_value: float = 0) -> np.ndarray:
+def slab_size(crop_size: Sequence[int], axis: int, thickness: int) -> Triple:
+    """``crop_size`` with side ``axis`` replaced by ``thickness`` (a stack of 2D slices)."""
+    size = [int(c) for c in crop_size]
+    size[axis] = int(thickness)
+    return size[0], size[1], size[2]
+
+
+def read_crop(
+    volume: Any, origin: Sequence[int], crop_size: Sequence[int], pad_value: float = 0
+) -> np.ndarray:
     """Read ``volume[o:o + c]`` ``(z, y, x)``, padding with ``pad_value`` outside the volume.
 
     Only the part inside the volume is read. The result has shape ``crop_size`` and the
@@ -79,7 +92,9 @@ class CropSampler:
     annotated background gives vessel crops, one without annotation random crops.
 
     Labels outside the volume are padded with 0 (not annotated), the image with
-    ``image_pad_value``.
+    ``image_pad_value``. With ``center_axis`` (slab crops for 2.5D models, thin along that
+    axis) the drawn voxel sits on the crop's centre slice along ``center_axis``, so the slice
+    a 2D model is trained on always holds it.
     """
 
     def __init__(
@@ -92,6 +107,7 @@ class CropSampler:
         background_crop_fraction: float = 0.25,
         max_tries: int = 8,
         image_pad_value: float = 0.0,
+        center_axis: int | None = None,
     ) -> None:
         if tuple(image.shape) != tuple(mask.shape) or tuple(mask.shape) != index.shape:
             raise ShapeMismatchError(
@@ -108,6 +124,7 @@ class CropSampler:
         self.background_crop_fraction = float(background_crop_fraction)
         self.max_tries = max(1, int(max_tries))
         self.image_pad_value = image_pad_value
+        self.center_axis = center_axis
 
     def sample(self, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
         """One crop: ``(image, label)``, both ``crop_size`` ``(z, y, x)``, volume dtypes."""
@@ -142,6 +159,11 @@ class CropSampler:
         point = self.index.random_point(label, rng)
         assert point is not None
         origin = crop_origin_containing(point, self.crop_size, self.index.shape, rng)
+        if self.center_axis is not None:
+            a = self.center_axis
+            centred = list(origin)
+            centred[a] = int(point[a]) - self.crop_size[a] // 2
+            origin = (centred[0], centred[1], centred[2])
         return origin, self._read_label(origin)
 
     def _read_label(self, origin: Triple) -> np.ndarray:

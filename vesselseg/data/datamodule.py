@@ -7,6 +7,7 @@ Batches are ``(image, label)``: float32 ``[B, 1, z, y, x]`` and uint8 ``[B, 1, z
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytorch_lightning as pl
@@ -32,7 +33,9 @@ class VesselDataModule(pl.LightningDataModule):
     """Train on random crops of ``data_cfg.train_dir``, validate on fixed crops of ``val_dir``.
 
     ``seed`` fixes the validation crops, the shuffling and the crop streams of the loaders.
-    ``val_crops_per_volume`` defaults to ``data_cfg.samples_per_volume``.
+    ``val_crops_per_volume`` defaults to ``data_cfg.samples_per_volume``. ``views`` (axis
+    indices) and ``context`` switch to 2.5D slab items for slice models (see
+    :mod:`vesselseg.data.datasets`).
     """
 
     def __init__(
@@ -45,6 +48,8 @@ class VesselDataModule(pl.LightningDataModule):
         max_index_points: int = 2_000_000,
         pseudo_dir: str | Path | None = None,
         pseudo_ratio: float = 0.5,
+        views: Sequence[int] | None = None,
+        context: int = 1,
     ) -> None:
         super().__init__()
         self.data_cfg = data_cfg
@@ -55,6 +60,8 @@ class VesselDataModule(pl.LightningDataModule):
         self.max_index_points = max_index_points
         self.pseudo_dir = pseudo_dir
         self.pseudo_ratio = pseudo_ratio
+        self.views = views
+        self.context = context
         self.train_set: RandomCropDataset | None = None
         self.val_set: FixedCropDataset | None = None
 
@@ -96,6 +103,8 @@ class VesselDataModule(pl.LightningDataModule):
                 AugmentParams.from_config(cfg),
                 seed=self.seed,
                 weights=weights,
+                views=self.views,
+                context=self.context,
             )
         if self.val_set is None and stage in (None, "fit", "validate"):
             self.val_set = FixedCropDataset(
@@ -105,6 +114,8 @@ class VesselDataModule(pl.LightningDataModule):
                 cfg.min_vessel_voxels,
                 cfg.background_crop_fraction,
                 seed=self.seed,
+                views=self.views,
+                context=self.context,
             )
 
     def _loader(self, dataset: Dataset | None, shuffle: bool) -> DataLoader:

@@ -3,6 +3,12 @@
 Items are ``(image, label)``: ``image`` float32 ``[1, z, y, x]`` normalised with the volume's
 percentiles, ``label`` uint8 ``[1, z, y, x]`` (0 not annotated, 1 vessel, 2 background).
 
+With ``views`` (2D/2.5D "multiview" models) an item is a stack of ``context`` neighbouring
+slices along one of the ``views`` axes, moved to the front: ``image`` ``[1, context, h, w]``
+and the label of its centre slice ``[1, 1, h, w]``; the in-plane size comes from the crop
+size's other two sides. Slices are read lazily from the volume (no re-sliced copies), and
+the centre slice always holds the annotated voxel the crop was drawn around.
+
 Volume handles are opened lazily, once per process, on first use (never pickled), so every
 DataLoader worker reads through its own file handles. A training crop's randomness is seeded by
 ``(seed, key)`` where :class:`EpochSampler` hands out keys ``epoch * len + i``: crops depend on
@@ -26,7 +32,7 @@ from torch.utils.data import Dataset
 from vesselseg.config import DataConfig, as_triple
 from vesselseg.data.annotation_index import AnnotationIndex, load_or_build_index
 from vesselseg.data.augment import augment
-from vesselseg.data.crops import CropSampler, Triple, read_crop
+from vesselseg.data.crops import CropSampler, Triple, read_crop, slab_size
 from vesselseg.data.normalize import IntensityStats, load_or_compute_stats, normalize
 from vesselseg.errors import DatasetError
 from vesselseg.io.dataset import Sample, validate_training_set
@@ -92,6 +98,8 @@ class _CropDatasetBase(Dataset):
         min_vessel_voxels: int = 1,
         background_crop_fraction: float = 0.25,
         seed: int = 0,
+        views: Sequence[int] | None = None,
+        context: int = 1,
     ) -> None:
         if not volumes:
             raise ValueError("a crop dataset needs at least one volume")
@@ -102,39 +110,67 @@ class _CropDatasetBase(Dataset):
         self.min_vessel_voxels = min_vessel_voxels
         self.background_crop_fraction = background_crop_fraction
         self.seed = seed
+        self.views = tuple(views) if views else None
+        self.context = context
+        if context < 1 or context % 2 == 0:
+            raise ValueError(f"context must be odd and >= 1, got {context}")
         self._reset()
 
     def _reset(self) -> None:
         self._pid = os.getpid()
-        self._samplers: dict[int, CropSampler] = {}
+        self._samplers: dict[tuple[int, int | None], CropSampler] = {}
+
+    def region_size(self, axis: int | None) -> Triple:
+        """The ``(z, y, x)`` region read for one item: the crop, or a slab along ``axis``."""
+        return self.crop_size if axis is None else slab_size(self.crop_size, axis, self.context)
+
+    def pick_axis(self, rng: np.random.Generator) -> int | None:
+        """The slicing axis of one item (None for 3D crops)."""
+        return None if self.views is None else self.views[int(rng.integers(len(self.views)))]
+
+    def to_item(
+        self, image: np.ndarray, label: np.ndarray, axis: int | None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """3D crops as they are; slabs with the slicing axis first."""
+        if axis is None:
+            return image, label
+        return np.moveaxis(image, axis, 0), np.moveaxis(label, axis, 0)
+
+    def _to_tensors(
+        self, image: np.ndarray, label: np.ndarray, axis: int | None = None
+    ) -> tuple[torch.Tensor, ...]:
+        if axis is not None:  # a 2.5D model predicts the centre slice of its stack
+            mid = self.context // 2
+            label = label[mid : mid + 1]
+        image, label = np.ascontiguousarray(image), np.ascontiguousarray(label)
+        return torch.from_numpy(image[None]), torch.from_numpy(label[None])
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
         state.update(_samplers={}, _pid=-1)
         return state
 
-    def sampler(self, volume: int) -> CropSampler:
-        """The (lazily opened) crop sampler of ``volume`` in this process."""
+    def sampler(self, volume: int, axis: int | None = None) -> CropSampler:
+        """The (lazily opened) crop sampler of ``volume`` in this process (slabs along
+        ``axis`` when given)."""
         if self._pid != os.getpid():  # forked into a worker: do not share handles or RNG
             self._reset()
-        if volume not in self._samplers:
+        if (volume, axis) not in self._samplers:
             entry = self.volumes[volume]
             mask = entry.sample.open_mask()
             if mask is None:
                 raise ValueError(f"{entry.sample.image}: sample has no mask")
-            self._samplers[volume] = CropSampler(
+            self._samplers[(volume, axis)] = CropSampler(
                 entry.sample.open_image(),
                 mask,
                 entry.index,
-                self.crop_size,
+                self.region_size(axis),
                 self.min_vessel_voxels,
                 self.background_crop_fraction,
                 image_pad_value=entry.stats.lo,
+                center_axis=axis,
             )
-        return self._samplers[volume]
-
-    def _to_tensors(self, image: np.ndarray, label: np.ndarray) -> tuple[torch.Tensor, ...]:
-        return torch.from_numpy(image[None]), torch.from_numpy(label[None])
+        return self._samplers[(volume, axis)]
 
 
 class RandomCropDataset(_CropDatasetBase):
@@ -153,8 +189,12 @@ class RandomCropDataset(_CropDatasetBase):
         augmentation: AugmentParams | None = None,
         seed: int = 0,
         weights: Sequence[float] | None = None,
+        views: Sequence[int] | None = None,
+        context: int = 1,
     ) -> None:
-        super().__init__(volumes, crop_size, min_vessel_voxels, background_crop_fraction, seed)
+        super().__init__(
+            volumes, crop_size, min_vessel_voxels, background_crop_fraction, seed, views, context
+        )
         self.samples_per_volume = samples_per_volume
         self.augmentation = augmentation
         self.weights = None
@@ -183,7 +223,8 @@ class RandomCropDataset(_CropDatasetBase):
             raise IndexError(key)
         rng = np.random.default_rng([self.seed, key])
         volume = self.volume_of(key, rng)
-        image, label = self.sampler(volume).sample(rng)
+        axis = self.pick_axis(rng)
+        image, label = self.to_item(*self.sampler(volume, axis).sample(rng), axis)
         stats = self.volumes[volume].stats
         image = normalize(image, stats.lo, stats.hi)
         if self.augmentation is not None:
@@ -198,7 +239,7 @@ class RandomCropDataset(_CropDatasetBase):
                 a.intensity_shift,
                 a.noise_std,
             )
-        return self._to_tensors(image, label)
+        return self._to_tensors(image, label, axis)
 
 
 class EpochSampler(torch.utils.data.Sampler[int]):
@@ -229,6 +270,7 @@ class FixedCropDataset(_CropDatasetBase):
 
     Origins are chosen like training crops (same vessel/background rule) with a generator
     seeded by ``(seed, volume)``, so validation sees the same crops in every epoch and run.
+    With ``views``, crop ``j`` of a volume is a slab along ``views[j % len(views)]``.
     """
 
     def __init__(
@@ -239,22 +281,29 @@ class FixedCropDataset(_CropDatasetBase):
         min_vessel_voxels: int = 1,
         background_crop_fraction: float = 0.25,
         seed: int = 0,
+        views: Sequence[int] | None = None,
+        context: int = 1,
     ) -> None:
-        super().__init__(volumes, crop_size, min_vessel_voxels, background_crop_fraction, seed)
-        self.crops: list[tuple[int, Triple]] = []
+        super().__init__(
+            volumes, crop_size, min_vessel_voxels, background_crop_fraction, seed, views, context
+        )
+        self.crops: list[tuple[int, int | None, Triple]] = []
         for v in range(len(self.volumes)):
             rng = np.random.default_rng([seed, v])
-            sampler = self.sampler(v)
-            self.crops += [(v, sampler.sample_label(rng)[0]) for _ in range(crops_per_volume)]
+            for j in range(crops_per_volume):
+                axis = None if self.views is None else self.views[j % len(self.views)]
+                self.crops.append((v, axis, self.sampler(v, axis).sample_label(rng)[0]))
         self._reset()  # close the handles opened to choose the origins
 
     def __len__(self) -> int:
         return len(self.crops)
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
-        volume, origin = self.crops[i]
-        sampler = self.sampler(volume)
+        volume, axis, origin = self.crops[i]
+        sampler = self.sampler(volume, axis)
         stats = self.volumes[volume].stats
-        image = read_crop(sampler.image, origin, self.crop_size, stats.lo)
-        label = read_crop(sampler.mask, origin, self.crop_size, 0).astype(np.uint8, copy=False)
-        return self._to_tensors(normalize(image, stats.lo, stats.hi), np.ascontiguousarray(label))
+        size = self.region_size(axis)
+        image = read_crop(sampler.image, origin, size, stats.lo)
+        label = read_crop(sampler.mask, origin, size, 0).astype(np.uint8, copy=False)
+        image, label = self.to_item(normalize(image, stats.lo, stats.hi), label, axis)
+        return self._to_tensors(image, label, axis)

@@ -1,11 +1,14 @@
 """The network side of inference: load a saved model, make it fast, wrap it as a predict function.
 
 * :func:`load_model` reads ``NAME.pt`` + ``NAME.json`` (or a Lightning ``.ckpt``) with
-  :func:`vesselseg.bundle.build_from_bundle`; ``models:/NAME@ALIAS`` is the registry issue's.
+  :func:`vesselseg.bundle.build_from_bundle`, or an ensemble file
+  (:mod:`vesselseg.inference.ensemble`); ``models:/NAME@ALIAS`` is the registry issue's. 2D
+  slice models come back wrapped to run along their views (:func:`vesselseg.models.for_volumes`).
 * :func:`fold_batchnorm` folds eval-mode BatchNorm into the convolution before it (inside
   ``nn.Sequential`` containers, where the order of execution is the order of children), which
   removes one pass over every activation. The result equals the original up to float rounding.
-* :func:`make_predict_fn` returns ``(B, 1, z, y, x)`` float32 → sigmoid probabilities, under
+* :func:`make_predict_fn` returns ``(B, 1, z, y, x)`` float32 → sigmoid probabilities (networks
+  with ``outputs_probabilities = True`` already give probabilities), under
   ``torch.inference_mode``, with optional bf16 autocast and flip test-time augmentation: the mean
   over all 8 combinations of flipping the z, y and x axes (nnU-Net's ``mirror_axes=(0, 1, 2)``).
 """
@@ -43,11 +46,26 @@ def resolve_device(device: str) -> torch.device:
 
 
 def load_model(source: str | Path) -> tuple[nn.Module, Any]:
-    """``(network in eval mode, ModelMeta)`` from a model file or registry URI."""
-    from vesselseg.bundle import build_from_bundle
-    from vesselseg.registry import resolve_model
+    """``(network in eval mode, ModelMeta)`` from a model file, registry URI or ensemble file.
 
-    return build_from_bundle(resolve_model(str(source)))
+    The network maps a whole tile ``(B, 1, Z, Y, X)`` to a same-shape output.
+    """
+    from vesselseg.bundle import build_from_bundle
+    from vesselseg.inference.ensemble import is_ensemble_file, load_ensemble
+    from vesselseg.models import for_volumes
+
+    if is_ensemble_file(source):
+        return load_ensemble(source)
+    path = resolve_model(str(source))
+    net, meta = build_from_bundle(path)
+    return for_volumes(net, meta.model_config(str(path))).eval(), meta
+
+
+def resolve_model(source: str) -> Path:
+    """A local model file for ``source`` (``models:/NAME@ALIAS`` is fetched from the registry)."""
+    from vesselseg.registry import resolve_model as resolve
+
+    return resolve(source)
 
 
 def divisor(meta_model: dict[str, Any]) -> int:
@@ -56,9 +74,15 @@ def divisor(meta_model: dict[str, Any]) -> int:
     return 2 ** max(depth - 1, 0)
 
 
+CONVS = (nn.Conv2d, nn.Conv3d, nn.ConvTranspose2d, nn.ConvTranspose3d)
+BATCH_NORMS = (nn.BatchNorm2d, nn.BatchNorm3d)
+
+
 def _fold_into(conv: nn.Module, bn: nn.BatchNorm3d) -> bool:
     """Fold ``bn`` into ``conv`` in place; False when the pair cannot be folded."""
-    if not isinstance(conv, (nn.Conv3d, nn.ConvTranspose3d)) or conv.groups != 1:
+    if not isinstance(conv, CONVS) or conv.groups != 1:
+        return False
+    if conv.weight.dim() != (4 if isinstance(bn, nn.BatchNorm2d) else 5):
         return False
     if not bn.track_running_stats or bn.running_mean is None or bn.running_var is None:
         return False
@@ -69,7 +93,7 @@ def _fold_into(conv: nn.Module, bn: nn.BatchNorm3d) -> bool:
         shift = -bn.running_mean * scale
         if bn.affine:
             shift = shift + bn.bias
-        out_dim = 1 if isinstance(conv, nn.ConvTranspose3d) else 0
+        out_dim = 1 if isinstance(conv, (nn.ConvTranspose2d, nn.ConvTranspose3d)) else 0
         shape = [1] * conv.weight.dim()
         shape[out_dim] = -1
         conv.weight.mul_(scale.reshape(shape))
@@ -94,7 +118,7 @@ def _leaves(seq: nn.Sequential) -> list[tuple[nn.Module, str, nn.Module]]:
 
 
 def fold_batchnorm(net: nn.Module) -> int:
-    """Fold every ``Conv3d/ConvTranspose3d → BatchNorm3d`` pair run back to back inside
+    """Fold every ``Conv → BatchNorm`` pair (2D or 3D) run back to back inside
     ``nn.Sequential`` containers (e.g. MONAI ``Convolution`` = conv + ADN) into the conv, in
     place. ``net`` must be in eval mode. Returns the number of folded pairs."""
     if net.training:
@@ -109,7 +133,7 @@ def fold_batchnorm(net: nn.Module) -> int:
             continue
         leaves = _leaves(seq)
         for (_, _, conv), (parent, name, bn) in zip(leaves, leaves[1:]):
-            if isinstance(bn, nn.BatchNorm3d) and _fold_into(conv, bn):
+            if isinstance(bn, BATCH_NORMS) and _fold_into(conv, bn):
                 setattr(parent, name, nn.Identity())
                 folded += 1
     return folded
@@ -122,7 +146,11 @@ def prepare_network(net: nn.Module, device: torch.device, optimize: bool = True)
         n = fold_batchnorm(net)
         log.debug("folded %d BatchNorm layers", n)
         if device.type == "cpu":
-            net = net.to(memory_format=torch.channels_last_3d)
+            for module in net.modules():  # 3D convs channels-last-3d, 2D convs channels-last
+                weight = getattr(module, "weight", None)
+                if isinstance(module, CONVS) and weight is not None:
+                    fmt = torch.channels_last_3d if weight.dim() == 5 else torch.channels_last
+                    module.to(memory_format=fmt)
     return net
 
 
@@ -134,12 +162,14 @@ def make_predict_fn(
     channels_last: bool | None = None,
 ) -> Callable[[torch.Tensor], torch.Tensor]:
     """``(B, 1, z, y, x)`` float32 (any device) → ``(B, 1, z, y, x)`` float32 probabilities on
-    the CPU: ``sigmoid(net(x))``, averaged over the 8 flips when ``tta``."""
+    the CPU: ``sigmoid(net(x))`` (``net(x)`` itself for networks whose
+    ``outputs_probabilities`` is True), averaged over the 8 flips when ``tta``."""
     if precision not in ("32", "bf16"):
         raise ConfigError(f"--precision: expected 32 or bf16, got {precision!r}")
     if channels_last is None:
         channels_last = device.type == "cpu"
     flips = FLIPS if tta else [()]
+    to_prob = (lambda t: t) if getattr(net, "outputs_probabilities", False) else torch.sigmoid
 
     def forward(x: torch.Tensor) -> torch.Tensor:
         if channels_last:
@@ -155,7 +185,7 @@ def make_predict_fn(
             total: torch.Tensor | None = None
             for axes in flips:
                 xin = torch.flip(x, axes) if axes else x
-                prob = torch.sigmoid(forward(xin).float())
+                prob = to_prob(forward(xin).float())
                 prob = torch.flip(prob, axes) if axes else prob
                 total = prob if total is None else total + prob
             assert total is not None

@@ -37,7 +37,7 @@ log = logging.getLogger(__name__)
 PROGRESS_FORMAT = "vesselseg-progress/1"
 RELEASE_BYTES = 16 << 20  # unmap written output pages after this many bytes
 EXTENSIONS = {"npy": ".npy", "zarr": ".zarr", "tiff": ".tif"}
-MODEL_SUFFIXES = (".pt", ".pth", ".ckpt")
+MODEL_SUFFIXES = (".pt", ".pth", ".ckpt", ".json")  # .json: an ensemble file
 VOLUME_SUFFIXES = (".npy", ".raw", ".tiff", ".tif", ".zarr")
 OUTPUT_NAME = re.compile(r"\.(prob|pred|mask)\.(npy|tif|zarr)(\.part)?$", re.IGNORECASE)
 

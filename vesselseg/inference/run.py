@@ -124,6 +124,78 @@ def find_inputs(path: Path, file_type: str | None = None) -> list[tuple[str, Pat
     return found
 
 
+SLURM_ARRAY_VARS = ("SLURM_ARRAY_TASK_ID", "SLURM_ARRAY_TASK_COUNT")
+
+
+def parse_shard(text: str | None, env: dict[str, str] | None = None) -> tuple[int, int] | None:
+    """``"i/n"`` (0-based: ``0 <= i < n``) → ``(i, n)``; ``"slurm"`` reads the array task.
+
+    ``slurm`` takes ``i = (SLURM_ARRAY_TASK_ID - SLURM_ARRAY_TASK_MIN) / SLURM_ARRAY_TASK_STEP``
+    and ``n = SLURM_ARRAY_TASK_COUNT``, so ``sbatch --array=0-3`` (or ``1-4``, ``0-6:2``) gives
+    shards 0/4 .. 3/4.
+    """
+    import os
+
+    if text is None:
+        return None
+    text = text.strip()
+    if text.lower() == "slurm":
+        env = os.environ if env is None else env
+        missing = [k for k in SLURM_ARRAY_VARS if not env.get(k)]
+        if missing:
+            raise ConfigError(f"--shard slurm: ${missing[0]} is not set (not a SLURM array job?)")
+        try:
+            task, count = int(env["SLURM_ARRAY_TASK_ID"]), int(env["SLURM_ARRAY_TASK_COUNT"])
+            first = int(env.get("SLURM_ARRAY_TASK_MIN") or 0)
+            step = int(env.get("SLURM_ARRAY_TASK_STEP") or 1)
+        except ValueError:
+            raise ConfigError("--shard slurm: SLURM_ARRAY_TASK_* are not integers") from None
+        if step < 1 or (task - first) % step:
+            raise ConfigError(f"--shard slurm: task {task} is not on the array's grid")
+        index = (task - first) // step
+        if not 0 <= index < count:
+            raise ConfigError(
+                f"--shard slurm: task {task} is not one of the {count} tasks "
+                "(use a plain range such as --array=0-3)"
+            )
+        return index, count
+    parts = text.split("/")
+    try:
+        index, count = (int(p) for p in parts) if len(parts) == 2 else (None, None)
+    except ValueError:
+        index = count = None
+    if index is None or count is None:
+        raise ConfigError(f"--shard: expected i/n (e.g. 0/4) or slurm, got {text!r}")
+    check_shard((index, count))
+    return index, count
+
+
+def check_shard(shard: tuple[int, int]) -> None:
+    index, count = shard
+    if count < 1 or not 0 <= index < count:
+        raise ConfigError(f"--shard {index}/{count}: need n >= 1 and 0 <= i < n (0-based)")
+
+
+def select_shard(
+    inputs: list[tuple[str, Path]], shard: tuple[int, int] | None
+) -> list[tuple[str, Path]]:
+    """The inputs of shard ``(i, n)``: position ``% n == i`` in the list sorted by name (and
+    path), so ``n`` processes with ``i = 0 .. n-1`` cover every input exactly once."""
+    if shard is None:
+        return inputs
+    check_shard(shard)
+    index, count = shard
+    ordered = sorted(inputs, key=lambda item: (item[0], str(item[1])))
+    return [item for position, item in enumerate(ordered) if position % count == index]
+
+
+def torch_threads() -> int:
+    """CPU threads torch computes with (results differ in the last bits between counts)."""
+    import torch
+
+    return int(torch.get_num_threads())
+
+
 def check_tiling(cfg: InferConfig, meta_model: dict[str, Any]) -> tuple[int, int, int]:
     """The tile size, after checking it suits the network and the border."""
     from vesselseg.inference.network import divisor
@@ -174,10 +246,12 @@ def predict_path(
     max_buffer_mib: float = 1024,
     show_progress: bool = True,
     net_hook: Any = None,
+    shard: tuple[int, int] | None = None,
 ) -> PredictSummary:
     """Predict every volume under ``input_path`` with ``model``; outputs go to ``save_dir``
     (default ``cfg.out_dir``). ``net_hook(predict_fn) -> predict_fn`` may wrap the network
-    (tests, benchmarks)."""
+    (tests, benchmarks). ``shard=(i, n)`` predicts only the inputs at positions ``p`` with
+    ``p % n == i`` of the sorted input list (see :func:`select_shard`)."""
     from vesselseg.inference.network import (
         load_model,
         make_predict_fn,
@@ -188,7 +262,10 @@ def predict_path(
     cfg = cfg or InferConfig()
     input_path = Path(input_path)
     save_dir = Path(save_dir if save_dir is not None else cfg.out_dir)
-    inputs = find_inputs(input_path, file_type)
+    all_inputs = find_inputs(input_path, file_type)
+    inputs = select_shard(all_inputs, shard)
+    if shard is not None:
+        log.info("shard %d/%d: %d of %d input(s)", shard[0], shard[1], len(inputs), len(all_inputs))
     net, meta = load_model(model)
     tile = check_tiling(cfg, meta.model)
     dev = resolve_device(device)
@@ -289,6 +366,7 @@ def predict_volume(
         "prob_dtype": cfg.prob_dtype,
         "block": list(predictor.block) if predictor.block else None,
         "device": device,
+        "threads": torch_threads(),  # float sums differ with the thread count
         "intensity": [stats.lo, stats.hi],
     }
     writer = PredictionWriter(

@@ -7,6 +7,7 @@ A :class:`VolumeWriter` writes to ``<name>.part`` and renames to ``<name>`` only
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shutil
@@ -34,6 +35,22 @@ def format_from_suffix(path: Path) -> str:
 def partial_path(path: Path) -> Path:
     """Where ``path`` is written until it is complete."""
     return path.with_name(path.name + ".part")
+
+
+def reserve_disk(path: Path) -> None:
+    """Allocate the blocks of the (sparse) file ``path`` now, so a full disk is an ``OSError``
+    (ENOSPC) here rather than a SIGBUS later, when a memory-mapped write finds no block."""
+    if not hasattr(os, "posix_fallocate"):
+        return
+    with open(path, "r+b") as fh:
+        size = os.fstat(fh.fileno()).st_size
+        if size:
+            try:
+                os.posix_fallocate(fh.fileno(), 0, size)
+            except OSError as exc:
+                if exc.errno in (errno.EOPNOTSUPP, errno.EINVAL):  # file system without it
+                    return
+                raise OSError(exc.errno, exc.strerror, str(path)) from None
 
 
 def remove_path(path: Path) -> None:
@@ -72,9 +89,14 @@ class VolumeWriter:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         try:
             self._array = self._open(chunks)
+            if self.fmt != "zarr" and not self.resumed:
+                reserve_disk(self.tmp)
         except VesselsegError:
             raise
         except OSError as exc:
+            if not self.resumed:
+                self._array = None  # unmap before removing
+                remove_path(self.tmp)
             raise VesselsegError(f"{self.path}: cannot write ({exc.strerror or exc})") from None
 
     def _open(self, chunks: tuple[int, ...] | None) -> Any:

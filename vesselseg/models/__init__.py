@@ -17,14 +17,23 @@ if TYPE_CHECKING:
 
     from vesselseg.config import ModelConfig
 
-__all__ = ["build_model", "check_input_shape", "count_parameters", "group_count"]
+__all__ = [
+    "build_model",
+    "check_input_shape",
+    "count_parameters",
+    "for_volumes",
+    "group_count",
+    "is_slice_model",
+]
 
 
 def build_model(cfg: ModelConfig, in_channels: int = 1) -> nn.Module:
-    """Build the network named by ``cfg.name`` ("vnet" or "unet") with one logit channel.
+    """Build the network named by ``cfg.name`` with one logit channel: "vnet" or "unet" (3D),
+    or "unet2d" (a :class:`~vesselseg.models.unet2d.SliceUNet` of ``cfg.context`` slices;
+    :func:`for_volumes` turns it into a whole-tile network).
 
-    Raises :class:`~vesselseg.errors.ConfigError` for a model that is not built yet
-    ("unet2d"), an unknown name or a setting the chosen network cannot take.
+    Raises :class:`~vesselseg.errors.ConfigError` for an unknown name or a setting the chosen
+    network cannot take.
     """
     kwargs = {
         "in_channels": in_channels,
@@ -39,15 +48,32 @@ def build_model(cfg: ModelConfig, in_channels: int = 1) -> nn.Module:
         from vesselseg.models.vnet import VNet
 
         return VNet(**kwargs)
+    if cfg.name in ("unet", "unet2d") and cfg.depth < 2:
+        raise ConfigError(f"model.depth: {cfg.name} needs depth >= 2, got {cfg.depth}")
     if cfg.name == "unet":
-        if cfg.depth < 2:
-            raise ConfigError(f"model.depth: unet needs depth >= 2, got {cfg.depth}")
         from vesselseg.models.unet3d import UNet3D
 
         return UNet3D(**kwargs)
     if cfg.name == "unet2d":
-        raise ConfigError("model.name: unet2d is not built yet")
+        from vesselseg.models.unet2d import SliceUNet
+
+        return SliceUNet(**kwargs, context=cfg.context)
     raise ConfigError(f"model.name: unknown model {cfg.name!r}")
+
+
+def for_volumes(net: nn.Module, cfg: ModelConfig) -> nn.Module:
+    """The network that maps a whole tile ``(B, 1, Z, Y, X)`` to same-shape output: 3D
+    networks as they are, a 2D slice network wrapped to run along ``cfg.views`` and average."""
+    if cfg.name != "unet2d":
+        return net
+    from vesselseg.models.unet2d import MultiAxisNet
+
+    return MultiAxisNet(net, cfg.views)
+
+
+def is_slice_model(cfg: ModelConfig) -> bool:
+    """True for models trained on (2.5D) slices rather than 3D crops."""
+    return cfg.name == "unet2d"
 
 
 def count_parameters(model: nn.Module) -> int:
@@ -63,11 +89,12 @@ def group_count(channels: int, groups: int) -> int:
     return g
 
 
-def check_input_shape(shape: Sequence[int], depth: int, model: str) -> None:
-    """Raise ``ValueError`` unless ``shape`` is ``(B, C, Z, Y, X)`` with Z, Y, X divisible by
-    ``2 ** (depth - 1)`` (the network halves each axis ``depth - 1`` times)."""
-    if len(shape) != 5:
-        raise ValueError(f"{model}: expected a (B, C, Z, Y, X) tensor, got shape {tuple(shape)}")
+def check_input_shape(shape: Sequence[int], depth: int, model: str, spatial_dims: int = 3) -> None:
+    """Raise ``ValueError`` unless ``shape`` is ``(B, C, *spatial)`` with ``spatial_dims`` sides,
+    each divisible by ``2 ** (depth - 1)`` (the network halves each axis ``depth - 1`` times)."""
+    if len(shape) != 2 + spatial_dims:
+        axes = "(B, C, Z, Y, X)" if spatial_dims == 3 else "(B, C, Y, X)"
+        raise ValueError(f"{model}: expected a {axes} tensor, got shape {tuple(shape)}")
     factor = 2 ** (depth - 1)
     spatial = tuple(int(s) for s in shape[2:])
     if any(s % factor for s in spatial):

@@ -1,12 +1,13 @@
-"""Residual 3D U-Net built from MONAI blocks.
+"""Residual U-Net built from MONAI blocks, in 3D (:class:`UNet3D`) or 2D (``spatial_dims=2``,
+used by :mod:`vesselseg.models.unet2d`).
 
 Level ``i`` holds ``C_i = base_channels * 2**i`` channels, ``i in range(depth)``:
 
-- encoder: ``ResidualUnit`` (two 3x3x3 conv + norm + dropout + PReLU subunits) per level, stride
+- encoder: ``ResidualUnit`` (two 3x3(x3) conv + norm + dropout + PReLU subunits) per level, stride
   2 from level 1 on (the down-sampling is the residual unit's first conv, as MONAI's ``UNet``);
-- decoder: 3x3x3 stride-2 transposed ``Convolution`` ``C_{i+1} -> C_i``, concatenation with the
+- decoder: 3x3(x3) stride-2 transposed ``Convolution`` ``C_{i+1} -> C_i``, concatenation with the
   encoder's level-``i`` output, ``ResidualUnit`` ``2 * C_i -> C_i``;
-- head: 1x1x1 conv ``C_0 -> out_channels`` logits (no sigmoid).
+- head: 1x1(x1) conv ``C_0 -> out_channels`` logits (no sigmoid).
 
 Unlike ``monai.networks.nets.UNet`` the last decoder layer keeps ``C_0`` channels, so no norm
 layer ever sees a single channel and the logits come from a plain linear head.
@@ -33,13 +34,14 @@ def _norm_arg(kind: NormKind, channels: int, groups: int) -> str | tuple:
     raise ValueError(f"norm must be 'batch' or 'group', got {kind!r}")
 
 
-class UNet3D(nn.Module):
-    """Residual U-Net: ``(B, in_channels, Z, Y, X)`` -> logits ``(B, out_channels, Z, Y, X)``.
+class ResidualUNet(nn.Module):
+    """Residual U-Net: ``(B, in_channels, *spatial)`` -> logits ``(B, out_channels, *spatial)``
+    with ``len(spatial) == spatial_dims`` (2 or 3).
 
-    ``depth >= 2``. Z, Y and X must each be divisible by ``2 ** (depth - 1)`` (e.g. 8 for
+    ``depth >= 2``. Every spatial side must be divisible by ``2 ** (depth - 1)`` (e.g. 8 for
     ``depth=4``); otherwise ``forward`` raises ``ValueError``. ``norm="group"`` uses GroupNorm
     with the largest group count ``<= min(groups, channels)`` that divides each layer's channels.
-    ``dropout > 0`` adds Dropout3d after every norm.
+    ``dropout > 0`` adds channel dropout after every norm.
     """
 
     def __init__(
@@ -51,13 +53,22 @@ class UNet3D(nn.Module):
         norm: NormKind = "batch",
         groups: int = 8,
         dropout: float = 0.0,
+        spatial_dims: int = 3,
     ) -> None:
         super().__init__()
+        name = type(self).__name__
         if depth < 2:
-            raise ValueError(f"UNet3D: depth must be >= 2, got {depth}")
+            raise ValueError(f"{name}: depth must be >= 2, got {depth}")
+        if spatial_dims not in (2, 3):
+            raise ValueError(f"{name}: spatial_dims must be 2 or 3, got {spatial_dims}")
         self.depth = depth
+        self.spatial_dims = spatial_dims
         ch = [base_channels * 2**i for i in range(depth)]
-        common = {"spatial_dims": 3, "dropout": dropout or None, "dropout_dim": 3}
+        common = {
+            "spatial_dims": spatial_dims,
+            "dropout": dropout or None,
+            "dropout_dim": spatial_dims,
+        }
 
         self.encoder = nn.ModuleList(
             ResidualUnit(
@@ -91,11 +102,12 @@ class UNet3D(nn.Module):
             )
             for i in reversed(range(depth - 1))
         )
-        self.head = nn.Conv3d(ch[0], out_channels, 1)
+        conv = nn.Conv3d if spatial_dims == 3 else nn.Conv2d
+        self.head = conv(ch[0], out_channels, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Logits ``(B, out_channels, Z, Y, X)`` for ``x`` of shape ``(B, C, Z, Y, X)``."""
-        check_input_shape(x.shape, self.depth, "UNet3D")
+        """Logits ``(B, out_channels, *spatial)`` for ``x`` of shape ``(B, C, *spatial)``."""
+        check_input_shape(x.shape, self.depth, type(self).__name__, self.spatial_dims)
         skips = []
         for block in self.encoder:
             x = block(x)
@@ -104,3 +116,21 @@ class UNet3D(nn.Module):
         for up, block in zip(self.upsample, self.decoder, strict=True):
             x = block(torch.cat([up(x), skips.pop()], dim=1))
         return self.head(x)
+
+
+class UNet3D(ResidualUNet):
+    """The 3D :class:`ResidualUNet`: ``(B, C, Z, Y, X)`` -> ``(B, out_channels, Z, Y, X)``."""
+
+    def __init__(
+        self,
+        in_channels: int = 1,
+        out_channels: int = 1,
+        base_channels: int = 16,
+        depth: int = 4,
+        norm: NormKind = "batch",
+        groups: int = 8,
+        dropout: float = 0.0,
+    ) -> None:
+        super().__init__(
+            in_channels, out_channels, base_channels, depth, norm, groups, dropout, spatial_dims=3
+        )

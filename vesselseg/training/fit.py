@@ -18,6 +18,7 @@ import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from vesselseg.config import Params, as_triple, flatten, params_to_dict
 from vesselseg.errors import ConfigError, VesselsegError
@@ -54,6 +55,25 @@ def check_sizes(params: Params) -> None:
             )
 
 
+def load_initial_weights(net: Any, source: str | Path, model_cfg: Any) -> None:
+    """Load the weights of the saved model ``source`` into ``net`` (same architecture)."""
+    from vesselseg.bundle import ModelFileError, load_bundle
+    from vesselseg.registry import resolve_model
+
+    state, meta = load_bundle(resolve_model(str(source)))
+    if meta.model.get("name") != model_cfg.name:
+        raise ModelFileError(
+            f"--init {source}: a {meta.model.get('name')} model cannot start a {model_cfg.name}"
+        )
+    try:
+        net.load_state_dict(state)
+    except RuntimeError as exc:
+        first = str(exc).splitlines()[0]
+        raise ModelFileError(
+            f"--init {source}: weights do not fit model settings ({first[:120]})"
+        ) from None
+
+
 def quiet_lightning() -> None:
     """Drop Lightning's tips and known-harmless warnings from the console."""
     import warnings
@@ -87,20 +107,40 @@ def train_model(
     mlflow_root: str | Path | None = None,
     extra_callbacks: list | None = None,
     pseudo_dir: str | Path | None = None,
+    init: str | Path | None = None,
 ) -> TrainResult:
     """Train ``params.model`` on ``params.data``; return where the model and run are.
 
     ``extra_callbacks`` are added to the trainer's (e.g. the tuning pruning callback);
     ``pseudo_dir`` (from ``vesselseg pseudo``) adds pseudo-labelled volumes, drawn
-    ``pseudo.mix_ratio`` of the time (stage-2 training).
+    ``pseudo.mix_ratio`` of the time (stage-2 training); ``init`` (a saved model of the same
+    architecture) gives the starting weights, e.g. fine-tuning stage 1 into stage 2. MLflow's
+    process-wide tracking URI is left as it was.
     """
+    from vesselseg import tracking
+
+    with tracking.keep_global_tracking_uri():
+        return _train(params, out, resume, tags, mlflow_root, extra_callbacks, pseudo_dir, init)
+
+
+def _train(
+    params: Params,
+    out: str | Path,
+    resume: bool,
+    tags: dict[str, str] | None,
+    mlflow_root: str | Path | None,
+    extra_callbacks: list | None,
+    pseudo_dir: str | Path | None,
+    init: str | Path | None,
+) -> TrainResult:
     import pytorch_lightning as pl
     import torch
 
     from vesselseg import tracking
     from vesselseg.bundle import ModelMeta, save_bundle
     from vesselseg.data.datamodule import VesselDataModule
-    from vesselseg.models import build_model
+    from vesselseg.models import build_model, is_slice_model
+    from vesselseg.models.unet2d import axis_indices
     from vesselseg.training.callbacks import OverlayCallback, progress_callbacks
     from vesselseg.training.module import VesselSegModule
 
@@ -115,7 +155,7 @@ def train_model(
         raise VesselsegError(f"{last}: nothing to resume (no last checkpoint)")
     if not resume and last.exists():
         for stale in ckpt_dir.glob("*.ckpt"):
-            stale.unlink()
+            stale.unlink(missing_ok=True)  # DDP ranks started together may race here
 
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     datamodule = VesselDataModule(
@@ -124,6 +164,8 @@ def train_model(
         seed=cfg.seed,
         pseudo_dir=pseudo_dir,
         pseudo_ratio=params.pseudo.mix_ratio,
+        views=axis_indices(params.model.views) if is_slice_model(params.model) else None,
+        context=params.model.context,
     )
     datamodule.setup("fit")  # validates the data before anything is written
 
@@ -134,12 +176,17 @@ def train_model(
         overlap=params.infer.overlap,
         threshold=params.infer.threshold,
     )
-    module = VesselSegModule(build_model(params.model), cfg, dataclasses.asdict(meta))
+    net = build_model(params.model)
+    if init is not None and not resume:
+        load_initial_weights(net, init, params.model)
+    module = VesselSegModule(net, cfg, dataclasses.asdict(meta))
 
     run_id = json.loads(run_file.read_text())["run_id"] if resume and run_file.is_file() else None
     all_tags = {"git_commit": tracking.git_commit() or "unknown", **(tags or {})}
     if pseudo_dir is not None:
         all_tags["pseudo_dir"] = str(pseudo_dir)
+    if init is not None:
+        all_tags["init_from"] = str(init)
     all_tags.update(pipeline_tags())
     logger = tracking.lightning_logger(
         cfg.experiment, cfg.run_name or out.stem, run_id, all_tags, mlflow_root
@@ -147,7 +194,8 @@ def train_model(
     if run_id is None:
         logger.log_hyperparams(flatten(params))
     ckpt_dir.mkdir(parents=True, exist_ok=True)
-    run_file.write_text(json.dumps({"run_id": logger.run_id}))
+    if logger.run_id is not None:  # only the rank that owns the MLflow run (DDP rank 0)
+        run_file.write_text(json.dumps({"run_id": logger.run_id}))
 
     checkpoint = pl.callbacks.ModelCheckpoint(
         dirpath=ckpt_dir,
@@ -155,11 +203,21 @@ def train_model(
         monitor=cfg.monitor,
         mode=cfg.monitor_mode,
         save_top_k=1,
-        save_last=True,
+        enable_version_counter=False,
+    )
+    # every epoch (Lightning's save_last follows the monitored checkpoint, which skips epochs
+    # that do not improve): what --resume continues from
+    latest = pl.callbacks.ModelCheckpoint(
+        dirpath=ckpt_dir,
+        filename="last",
+        monitor=None,
+        save_top_k=1,
+        save_on_train_epoch_end=False,  # after validation, with the epoch's scheduler step
         enable_version_counter=False,
     )
     callbacks = [
         checkpoint,
+        latest,
         pl.callbacks.LearningRateMonitor(logging_interval="epoch"),
         OverlayCallback(cfg.overlay_every_n_epochs, mlflow_root),
         *progress_callbacks(),
@@ -183,6 +241,7 @@ def train_model(
     trainer.fit(
         module, datamodule=datamodule, ckpt_path=str(last) if resume else None, weights_only=True
     )
+    run_id = trainer.strategy.broadcast(logger.run_id)  # DDP: rank 0's MLflow run on every rank
 
     best_path = Path(checkpoint.best_model_path or last)
     if trainer.is_global_zero:
@@ -207,7 +266,7 @@ def train_model(
     return TrainResult(
         out,
         ckpt_dir,
-        logger.run_id,
+        run_id,
         float(best) if best is not None else None,
         trainer.current_epoch,
     )

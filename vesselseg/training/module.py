@@ -16,6 +16,9 @@ from vesselseg.losses import masked_dice_bce_loss
 class VesselSegModule(pl.LightningModule):
     """Wraps ``net`` (logits ``[B, 1, z, y, x]``); batches are ``(image, label)``.
 
+    The label has the logits' shape: the whole crop for 3D networks, the centre slice of a
+    ``context``-slice stack for 2.5D slice networks.
+
     ``hparams`` holds only plain data (``bundle``: the saved-model settings; ``train``: the
     training config) so checkpoints load with ``weights_only=True``.
     """
@@ -48,6 +51,7 @@ class VesselSegModule(pl.LightningModule):
             on_epoch=True,
             prog_bar=True,
             batch_size=image.shape[0],
+            sync_dist=True,
         )
         return loss
 
@@ -58,8 +62,9 @@ class VesselSegModule(pl.LightningModule):
         image, label = batch
         logits = self(image)
         if batch_idx == 0:  # image, annotation and probability of one crop, for the overlay PNG
+            start = (image.shape[2] - logits.shape[2]) // 2  # 2.5D: the centre slice
             self.preview = (
-                image[0, 0].cpu(),
+                image[0, 0, start : start + logits.shape[2]].cpu(),
                 label[0, 0].cpu(),
                 torch.sigmoid(logits[0, 0].float()).cpu(),
             )
@@ -88,9 +93,10 @@ class VesselSegModule(pl.LightningModule):
             counts = self.all_gather(counts).sum(0)
         tp, fp, fn = counts.tolist()
         dice = 2 * tp / (2 * tp + fp + fn) if (tp + fp + fn) else 1.0
-        self.log("val_dice", dice, prog_bar=True)
-        self.log("val_precision", tp / (tp + fp) if tp + fp else 1.0)
-        self.log("val_recall", tp / (tp + fn) if tp + fn else 1.0)
+        # the counts are already summed over ranks: every rank logs the same values
+        self.log("val_dice", dice, prog_bar=True, sync_dist=True)
+        self.log("val_precision", tp / (tp + fp) if tp + fp else 1.0, sync_dist=True)
+        self.log("val_recall", tp / (tp + fn) if tp + fn else 1.0, sync_dist=True)
 
     def configure_optimizers(self) -> Any:
         cfg = self.cfg

@@ -10,18 +10,21 @@ AXES = ("z", "y", "x")
 
 
 def overlay_figure(image: np.ndarray, label: np.ndarray, prob: np.ndarray, title: str = "") -> Any:
-    """A 3×3 matplotlib figure: rows are the central slice along z, y, x; columns are image,
-    annotation (vessel red, background blue) and predicted probability with the 0.5 contour."""
+    """A 3×3 matplotlib figure: rows are the most annotated slice along z, y, x; columns are
+    image, annotation (vessel red, background blue) and predicted probability with the 0.5
+    contour. A single-slice crop (2D models) gets one row."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(3, 3, figsize=(9, 9))
-    for row, axis in enumerate(AXES):
-        index = annotated_slice(label, row)
+    views = [a for a in range(3) if min(s for i, s in enumerate(image.shape) if i != a) > 1]
+    fig, axes = plt.subplots(len(views), 3, figsize=(9, 3 * len(views)), squeeze=False)
+    for row, view in enumerate(views):
+        axis = AXES[view]
+        index = annotated_slice(label, view)
         take = [slice(None)] * 3
-        take[row] = index
+        take[view] = index
         img, lab, pr = image[tuple(take)], label[tuple(take)], prob[tuple(take)]
         colour = np.zeros((*lab.shape, 4))
         colour[lab == 1] = (1, 0, 0, 0.6)
