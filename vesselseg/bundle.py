@@ -131,15 +131,18 @@ def build_from_bundle(path: str | Path, map_location: str = "cpu") -> tuple[Any,
     state, meta = load_bundle(path, map_location)
     cfg = meta.model_config(str(path))
     net = build_model(cfg)
+    load_weights(net, state, f"{path}: weights do not fit a {cfg.name} model with these settings")
+    net.eval()
+    return net, meta
+
+
+def load_weights(net: Any, state: dict[str, Any], failure: str) -> None:
+    """``net.load_state_dict(state)``; a mismatch is a :class:`ModelFileError` ``failure (why)``."""
     try:
         net.load_state_dict(state)
     except RuntimeError as exc:
         first = str(exc).splitlines()[0]
-        raise ModelFileError(
-            f"{path}: weights do not fit a {cfg.name} model with these settings ({first[:120]})"
-        ) from None
-    net.eval()
-    return net, meta
+        raise ModelFileError(f"{failure} ({first[:120]})") from None
 
 
 def load_meta(path: str | Path) -> ModelMeta:

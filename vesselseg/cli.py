@@ -83,6 +83,7 @@ SetOpt = Annotated[
     typer.Option("--set", "-s", help="Override a parameter: section.key=value (repeatable)."),
 ]
 DEFAULT_PARAMS = Path("params.yaml")
+RANK_VARIABLES = ("RANK", "LOCAL_RANK", "NODE_RANK", "SLURM_PROCID")  # set by DDP launchers
 
 
 def _setup_logging(verbose: bool = False) -> None:
@@ -372,7 +373,7 @@ def train(
         pseudo_dir=pseudo,
         init=init,
     )
-    if os.environ.get("LOCAL_RANK", "0") != "0" or os.environ.get("NODE_RANK", "0") != "0":
+    if any(os.environ.get(k, "0") != "0" for k in RANK_VARIABLES):
         return  # DDP: rank 0 reports
     score = "n/a" if result.best_score is None else f"{result.best_score:.4f}"
     typer.echo(

@@ -122,6 +122,7 @@ class TrainConfig:
     precision: Literal["32", "bf16"] = "32"
     accelerator: Literal["auto", "cpu", "gpu", "cuda"] = "auto"
     devices: int = _f(1, ge=1)
+    num_nodes: int = _f(1, ge=1)
     seed: int = _f(0, ge=0)
     dice_weight: float = _f(1.0, ge=0.0)
     bce_weight: float = _f(1.0, ge=0.0)

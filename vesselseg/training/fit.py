@@ -57,7 +57,7 @@ def check_sizes(params: Params) -> None:
 
 def load_initial_weights(net: Any, source: str | Path, model_cfg: Any) -> None:
     """Load the weights of the saved model ``source`` into ``net`` (same architecture)."""
-    from vesselseg.bundle import ModelFileError, load_bundle
+    from vesselseg.bundle import ModelFileError, load_bundle, load_weights
     from vesselseg.registry import resolve_model
 
     state, meta = load_bundle(resolve_model(str(source)))
@@ -65,13 +65,7 @@ def load_initial_weights(net: Any, source: str | Path, model_cfg: Any) -> None:
         raise ModelFileError(
             f"--init {source}: a {meta.model.get('name')} model cannot start a {model_cfg.name}"
         )
-    try:
-        net.load_state_dict(state)
-    except RuntimeError as exc:
-        first = str(exc).splitlines()[0]
-        raise ModelFileError(
-            f"--init {source}: weights do not fit model settings ({first[:120]})"
-        ) from None
+    load_weights(net, state, f"--init {source}: weights do not fit model settings")
 
 
 def quiet_lightning() -> None:
@@ -227,6 +221,7 @@ def _train(
         max_epochs=cfg.max_epochs,
         accelerator="gpu" if cfg.accelerator == "cuda" else cfg.accelerator,
         devices=cfg.devices,
+        num_nodes=cfg.num_nodes,
         precision="bf16-mixed" if cfg.precision == "bf16" else "32-true",
         deterministic=True,
         logger=logger,
