@@ -53,19 +53,13 @@ def load_model(source: str | Path) -> tuple[nn.Module, Any]:
     from vesselseg.bundle import build_from_bundle
     from vesselseg.inference.ensemble import is_ensemble_file, load_ensemble
     from vesselseg.models import for_volumes
+    from vesselseg.registry import resolve_model
 
     if is_ensemble_file(source):
         return load_ensemble(source)
     path = resolve_model(str(source))
     net, meta = build_from_bundle(path)
     return for_volumes(net, meta.model_config(str(path))).eval(), meta
-
-
-def resolve_model(source: str) -> Path:
-    """A local model file for ``source`` (``models:/NAME@ALIAS`` is fetched from the registry)."""
-    from vesselseg.registry import resolve_model as resolve
-
-    return resolve(source)
 
 
 def divisor(meta_model: dict[str, Any]) -> int:
