@@ -115,13 +115,6 @@ def load_params(params: Path, overrides: list[str] | None, values: dict[str, Any
     return resolved
 
 
-def config_with_values(p: Any, values: dict[str, Any]) -> Any:
-    """``p`` with the given option values (None = not given) applied and validated."""
-    from vesselseg.config import with_values
-
-    return with_values(p, values)
-
-
 def best_threshold_from(metrics: Path) -> float:
     """``overall.best_threshold_val`` of a metrics.json written by ``evaluate --val-dir``."""
     import json
@@ -358,12 +351,12 @@ def train(
     }
     if multiview and model not in (None, "unet2d"):
         raise ConfigError(f"--multiview trains unet2d; drop --model {model}")
+    from vesselseg.config import multiview_params, with_values
+
     p = load_params(params, overrides)
     if multiview:  # the multiview section first, then the options given here
-        from vesselseg.config import multiview_params
-
         p = multiview_params(p)
-    p = config_with_values(p, values)
+    p = with_values(p, values)
     from vesselseg.training.fit import train_model
 
     result = train_model(

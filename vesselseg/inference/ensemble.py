@@ -97,16 +97,22 @@ def _resolve(model: str, folder: Path) -> str:
 
 
 def _member_metas(members: Sequence[tuple[str, float]], where: str | Path) -> list[Any]:
+    """The settings of each member (JSON only, no weights), checked to fit together."""
     from vesselseg.bundle import load_meta
     from vesselseg.registry import resolve_model
 
     metas = [load_meta(resolve_model(model)) for model, _ in members]
+    check_same_normalisation(metas, where)
+    return metas
+
+
+def check_same_normalisation(metas: Sequence[Any], where: str | Path) -> None:
+    """Members see one normalised window: their intensity percentiles must be equal."""
     if any(m.percentiles != metas[0].percentiles for m in metas):
         raise ConfigError(
             f"{where}: ensemble members normalise intensities differently "
             f"({[m.percentiles for m in metas]}); train them with the same data.percentiles"
         )
-    return metas
 
 
 def load_ensemble(path: str | Path) -> tuple[Any, Any]:
@@ -115,9 +121,9 @@ def load_ensemble(path: str | Path) -> tuple[Any, Any]:
     from vesselseg.inference.network import load_model
 
     members = read_members(path)
-    _member_metas(members, path)
     loaded = [load_model(model) for model, _ in members]
     metas = [meta for _, meta in loaded]
+    check_same_normalisation(metas, path)
     weights = [w for _, w in members]
     total = sum(weights)
     meta = ModelMeta(
@@ -133,6 +139,12 @@ def load_ensemble(path: str | Path) -> tuple[Any, Any]:
         info={"members": [{"model": m, "weight": w} for m, w in members]},
     )
     return EnsembleNet([net for net, _ in loaded], weights).eval(), meta
+
+
+def probabilities_of(net: nn.Module) -> Any:
+    """What turns ``net``'s output into probabilities: sigmoid of logits, or nothing for
+    networks whose ``outputs_probabilities`` is True (multi-axis 2D models, ensembles)."""
+    return (lambda t: t) if getattr(net, "outputs_probabilities", False) else torch.sigmoid
 
 
 class EnsembleNet(nn.Module):
@@ -151,7 +163,5 @@ class EnsembleNet(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         total = torch.zeros((), device=x.device)
         for net, weight in zip(self.members, self.weights, strict=True):
-            out = net(x).float()
-            prob = out if getattr(net, "outputs_probabilities", False) else torch.sigmoid(out)
-            total = total + weight * prob
+            total = total + weight * probabilities_of(net)(net(x).float())
         return total

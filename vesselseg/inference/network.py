@@ -163,7 +163,9 @@ def make_predict_fn(
     if channels_last is None:
         channels_last = device.type == "cpu"
     flips = FLIPS if tta else [()]
-    to_prob = (lambda t: t) if getattr(net, "outputs_probabilities", False) else torch.sigmoid
+    from vesselseg.inference.ensemble import probabilities_of
+
+    to_prob = probabilities_of(net)
 
     def forward(x: torch.Tensor) -> torch.Tensor:
         if channels_last:
