@@ -14,6 +14,7 @@ from vesselseg.config import DataConfig, InferConfig, PseudoConfig
 from vesselseg.data.datamodule import VesselDataModule
 from vesselseg.errors import MissingPathError
 from vesselseg.io import open_volume
+from vesselseg.provenance import sha256_file
 from vesselseg.pseudo import (
     discover_pseudo,
     pseudo_label_dataset,
@@ -53,7 +54,7 @@ def test_pseudo_dataset_provenance_and_discovery(
         tiny_dataset / "unlabelled", tiny_model, out, cfg, InferConfig(tile_size=[16, 16, 16])
     )
     meta = json.loads((out / "pseudo.json").read_text())
-    assert meta["model_sha256"] == pseudo.sha256(tiny_model)
+    assert meta["model_sha256"] == sha256_file(tiny_model)
     assert meta["hi"] == 0.6 and meta["lo"] == 0.4 and meta["created"]
     assert set(meta["volumes"]) == set(summary.volumes) == {"004"}
     labels = open_volume(out / "mask_004.npy")[:]

@@ -81,7 +81,8 @@ def champion(store: Path) -> Path:
 
 def test_promotion_rule(store: Path) -> None:
     from vesselseg import tracking
-    from vesselseg.registry import list_models, register_model, sha256_file
+    from vesselseg.provenance import sha256_file
+    from vesselseg.registry import list_models, register_model
 
     client = tracking.client()
     run_id = tracking.start_run("vesselseg", run_name="train")

@@ -13,7 +13,6 @@ its sha256, thresholds, date) and, per volume, the image it labels and its label
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import json
 import logging
 import os
@@ -28,6 +27,7 @@ from vesselseg.errors import DatasetError, MissingPathError
 from vesselseg.io import VolumeWriter
 from vesselseg.io.checks import LabelCounts, slab_depth
 from vesselseg.io.dataset import Sample, check_id
+from vesselseg.provenance import sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -128,14 +128,6 @@ def write_pseudo_labels(prob: Any, out: Path, cfg: PseudoConfig) -> LabelCounts:
     return LabelCounts(int(counts[0]), int(counts[1]), int(counts[2]))
 
 
-def sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 @dataclass
 class PseudoSummary:
     out_dir: Path
@@ -182,7 +174,7 @@ def pseudo_label_dataset(
     provenance = {
         "format": FORMAT,
         "model": str(model),
-        "model_sha256": sha256(model),
+        "model_sha256": sha256_file(model),
         **ensemble_provenance(model),
         "hi": cfg.hi,
         "lo": cfg.lo,
@@ -209,7 +201,7 @@ def ensemble_provenance(model: Path) -> dict[str, Any]:
             {
                 "model": member,
                 "weight": weight,
-                "sha256": None if is_model_uri(member) else sha256(Path(member)),
+                "sha256": None if is_model_uri(member) else sha256_file(Path(member)),
             }
             for member, weight in read_members(model)
         ]

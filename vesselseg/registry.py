@@ -17,7 +17,6 @@ mlflow is imported inside functions only, so importing this module is cheap.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import logging
 import os
@@ -34,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from vesselseg.errors import ConfigError, MissingPathError, VesselsegError
+from vesselseg.provenance import data_version, dvc_data_hashes, git_commit, sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +42,6 @@ MARKER = "vesselseg-source.json"  # what a cache folder was downloaded from
 REQUIREMENTS = (
     "torch", "numpy", "pandas", "monai", "scipy", "tifffile", "zarr", "pyyaml", "mlflow",
 )
-DVC_DATA = ("data/raw", "data/pseudo")
 
 
 class RegistryError(VesselsegError):
@@ -121,49 +120,6 @@ def read_metric(metrics_path: str | Path, metric: str) -> tuple[float, dict[str,
     return float(value), numbers
 
 
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def dvc_data_hashes(dvc_lock: str | Path = "dvc.lock") -> dict[str, str]:
-    """``{"data/raw": md5, "data/pseudo": md5}`` from the outs in ``dvc.lock`` (and
-    ``data/raw.dvc``-style files beside it); empty when DVC does not track them."""
-    import yaml
-
-    lock = Path(dvc_lock)
-    found: dict[str, str] = {}
-
-    def take(entries: Any, base: Path) -> None:
-        for entry in entries or []:
-            if not isinstance(entry, dict) or "md5" not in entry:
-                continue
-            rel = os.path.normpath(base / str(entry.get("path", ""))).replace(os.sep, "/")
-            if rel in DVC_DATA:
-                found.setdefault(rel, str(entry["md5"]))
-
-    if lock.is_file():
-        try:
-            stages = (yaml.safe_load(lock.read_text()) or {}).get("stages") or {}
-        except yaml.YAMLError:
-            log.warning("%s: not valid YAML; data version unknown", lock)
-            stages = {}
-        for stage in stages.values():
-            if isinstance(stage, dict):
-                take(stage.get("outs"), Path("."))
-    for rel in DVC_DATA:
-        dvc_file = lock.parent / f"{rel}.dvc"
-        if rel not in found and dvc_file.is_file():
-            try:
-                take((yaml.safe_load(dvc_file.read_text()) or {}).get("outs"), Path(rel).parent)
-            except yaml.YAMLError:
-                pass
-    return found
-
-
 def version_tags(
     weights: Path,
     meta: Any,
@@ -175,11 +131,9 @@ def version_tags(
     extra: dict[str, str] | None,
 ) -> dict[str, str]:
     """The tags of a new model version (all strings)."""
-    from vesselseg import tracking
-
     tags: dict[str, str] = {
         "weights_sha256": sha256_file(weights),
-        "git_commit": str(meta.info.get("git_commit") or tracking.git_commit() or "unknown"),
+        "git_commit": str(meta.info.get("git_commit") or git_commit() or "unknown"),
         "metric_name": metric,
         "metric_source": source,
         "model": str(meta.model.get("name", "")),
@@ -187,8 +141,7 @@ def version_tags(
     data = dvc_data_hashes(dvc_lock)
     for rel, md5 in data.items():
         tags[f"dvc.{rel}"] = md5
-    joined = ";".join(f"{rel}={md5}" for rel, md5 in sorted(data.items()))
-    tags["data_version"] = hashlib.sha256(joined.encode()).hexdigest()[:16] if data else "untracked"
+    tags["data_version"] = data_version(data)
     if value is not None:
         tags["metric_value"] = repr(value)
     for key, number in numbers.items():

@@ -171,19 +171,6 @@ def log_params(run_id: str, params: dict[str, Any], root: str | Path | None = No
         c.log_batch(run_id, params=items[start : start + 100])
 
 
-def git_commit() -> str | None:
-    """The current git commit of the working directory, if any."""
-    import subprocess
-
-    try:
-        out = subprocess.run(
-            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5
-        )
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return out.stdout.strip() or None if out.returncode == 0 else None
-
-
 def log_evaluation(
     run_id: str | None,
     metrics: dict[str, float],

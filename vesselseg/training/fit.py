@@ -22,6 +22,7 @@ from typing import Any
 
 from vesselseg.config import Params, as_triple, flatten, params_to_dict
 from vesselseg.errors import ConfigError, VesselsegError
+from vesselseg.provenance import git_commit
 
 log = logging.getLogger(__name__)
 
@@ -85,7 +86,7 @@ def quiet_lightning() -> None:
 
 def pipeline_tags() -> dict[str, str]:
     """DVC data versions (``dvc.lock`` hashes of data/raw, data/pseudo) and experiment name."""
-    from vesselseg.registry import dvc_data_hashes
+    from vesselseg.provenance import dvc_data_hashes
 
     tags = {f"dvc.{path}": md5 for path, md5 in dvc_data_hashes().items()}
     if os.environ.get("DVC_EXP_NAME"):
@@ -176,7 +177,7 @@ def _train(
     module = VesselSegModule(net, cfg, dataclasses.asdict(meta))
 
     run_id = json.loads(run_file.read_text())["run_id"] if resume and run_file.is_file() else None
-    all_tags = {"git_commit": tracking.git_commit() or "unknown", **(tags or {})}
+    all_tags = {"git_commit": git_commit() or "unknown", **(tags or {})}
     if pseudo_dir is not None:
         all_tags["pseudo_dir"] = str(pseudo_dir)
     if init is not None:

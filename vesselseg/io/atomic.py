@@ -1,0 +1,97 @@
+"""Atomic outputs: a file is written under ``NAME.part`` and renamed only when complete.
+
+One mechanism for every writer in the package (JSON, CSV, pictures, weights, volumes), so a
+killed run never leaves a file that looks finished. :func:`commit` flushes the data to disk
+before the rename (``fsync``) and then syncs the folder, so a power cut cannot leave a renamed
+but empty file either.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, BinaryIO, TextIO
+
+
+def partial_path(path: str | Path) -> Path:
+    """Where ``path`` is written until it is complete: ``NAME.part`` beside it."""
+    path = Path(path)
+    return path.with_name(path.name + ".part")
+
+
+def _fsync_path(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    except OSError:  # some file systems refuse fsync on folders: not an error of the write
+        pass
+    finally:
+        os.close(fd)
+
+
+def commit(tmp: str | Path, final: str | Path, sync: bool = True) -> Path:
+    """Rename the finished ``tmp`` to ``final`` (after an ``fsync`` of ``tmp`` when ``sync``).
+
+    Works for files and for folders (a zarr store, a downloaded model): for a folder only the
+    rename is atomic, so write every file in it first.
+    """
+    tmp, final = Path(tmp), Path(final)
+    if sync and tmp.is_file():
+        _fsync_path(tmp)
+    os.replace(tmp, final)
+    if sync:
+        _fsync_path(final.parent if str(final.parent) else Path("."))
+    return final
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | Path, sync: bool = True) -> Iterator[Path]:
+    """Yield ``NAME.part`` to write to; rename it to ``path`` if the block succeeds.
+
+    On an exception the partial file is removed and the exception propagates, so the final
+    name only ever holds a complete file.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = partial_path(path)
+    try:
+        yield tmp
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
+    commit(tmp, path, sync=sync)
+
+
+@contextlib.contextmanager
+def atomic_open(
+    path: str | Path, mode: str = "w", newline: str | None = None, sync: bool = True
+) -> Iterator[TextIO | BinaryIO]:
+    """``open(NAME.part, mode)``, renamed to ``path`` when the block succeeds."""
+    with atomic_path(path, sync=sync) as tmp:
+        with open(tmp, mode, newline=newline) as handle:
+            yield handle
+
+
+def write_bytes(path: str | Path, data: bytes, sync: bool = True) -> Path:
+    """Write ``data`` to ``path`` atomically; returns ``path``."""
+    with atomic_open(path, "wb", sync=sync) as handle:
+        handle.write(data)
+    return Path(path)
+
+
+def write_text(path: str | Path, text: str, sync: bool = True) -> Path:
+    """Write ``text`` to ``path`` atomically; returns ``path``."""
+    with atomic_open(path, "w", sync=sync) as handle:
+        handle.write(text)
+    return Path(path)
+
+
+def write_json(
+    path: str | Path, data: Any, indent: int | None = 2, sort_keys: bool = True, sync: bool = True
+) -> Path:
+    """Write ``data`` as JSON (newline-terminated) to ``path`` atomically; returns ``path``."""
+    return write_text(path, json.dumps(data, indent=indent, sort_keys=sort_keys) + "\n", sync)
