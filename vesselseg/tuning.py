@@ -41,6 +41,7 @@ from typing import Any
 
 from vesselseg.config import Params, TuneConfig, params_to_dict, with_values
 from vesselseg.errors import ConfigError, VesselsegError
+from vesselseg.models.shapes import size_divisor
 from vesselseg.progress import progress_bar
 
 log = logging.getLogger(__name__)
@@ -69,7 +70,7 @@ def check_search_space(params: Params) -> None:
         raise ConfigError("tune.warmup_epochs must list at least one choice")
     if cfg.plateau_factor_min > cfg.plateau_factor_max:
         raise ConfigError("tune.plateau_factor_min must be <= tune.plateau_factor_max")
-    factor = 2 ** (params.model.depth - 1)
+    factor = size_divisor(params.model.depth)
     bad = [c for c in cfg.crop_sizes if c % factor]
     if bad:
         raise ConfigError(

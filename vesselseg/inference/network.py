@@ -64,8 +64,9 @@ def load_model(source: str | Path) -> tuple[nn.Module, Any]:
 
 def divisor(meta_model: dict[str, Any]) -> int:
     """Every tile side must be a multiple of this for the saved network (``2**(depth-1)``)."""
-    depth = int(meta_model.get("depth", 1))
-    return 2 ** max(depth - 1, 0)
+    from vesselseg.models.shapes import size_divisor
+
+    return size_divisor(int(meta_model.get("depth", 1)))
 
 
 CONVS = (nn.Conv2d, nn.Conv3d, nn.ConvTranspose2d, nn.ConvTranspose3d)

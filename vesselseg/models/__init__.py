@@ -7,10 +7,10 @@ torch (and MONAI) when first used, so importing this package stays cheap.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from vesselseg.errors import ConfigError
+from vesselseg.models.shapes import check_input_shape, group_count, size_divisor
 
 if TYPE_CHECKING:
     from torch import nn
@@ -24,6 +24,7 @@ __all__ = [
     "for_volumes",
     "group_count",
     "is_slice_model",
+    "size_divisor",
 ]
 
 
@@ -79,26 +80,3 @@ def is_slice_model(cfg: ModelConfig) -> bool:
 def count_parameters(model: nn.Module) -> int:
     """Number of trainable parameters of ``model``."""
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
-
-
-def group_count(channels: int, groups: int) -> int:
-    """Largest number of GroupNorm groups ``<= min(groups, channels)`` that divides ``channels``."""
-    g = max(1, min(groups, channels))
-    while channels % g:
-        g -= 1
-    return g
-
-
-def check_input_shape(shape: Sequence[int], depth: int, model: str, spatial_dims: int = 3) -> None:
-    """Raise ``ValueError`` unless ``shape`` is ``(B, C, *spatial)`` with ``spatial_dims`` sides,
-    each divisible by ``2 ** (depth - 1)`` (the network halves each axis ``depth - 1`` times)."""
-    if len(shape) != 2 + spatial_dims:
-        axes = "(B, C, Z, Y, X)" if spatial_dims == 3 else "(B, C, Y, X)"
-        raise ValueError(f"{model}: expected a {axes} tensor, got shape {tuple(shape)}")
-    factor = 2 ** (depth - 1)
-    spatial = tuple(int(s) for s in shape[2:])
-    if any(s % factor for s in spatial):
-        raise ValueError(
-            f"{model}: input spatial shape {spatial} must be divisible by 2**(depth-1) = "
-            f"{factor} (depth={depth}); pad or crop to a multiple of {factor}"
-        )

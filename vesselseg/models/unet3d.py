@@ -21,7 +21,7 @@ import torch
 from monai.networks.blocks import Convolution, ResidualUnit
 from torch import nn
 
-from vesselseg.models import check_input_shape, group_count
+from vesselseg.models.shapes import check_input_shape, group_count
 
 NormKind = Literal["batch", "group"]
 

@@ -24,7 +24,7 @@ from typing import Literal
 import torch
 from torch import nn
 
-from vesselseg.models import check_input_shape, group_count
+from vesselseg.models.shapes import check_input_shape, group_count
 
 NormKind = Literal["batch", "group"]
 

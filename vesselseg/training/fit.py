@@ -22,6 +22,7 @@ from typing import Any
 
 from vesselseg.config import Params, as_triple, flatten, params_to_dict
 from vesselseg.errors import ConfigError, VesselsegError
+from vesselseg.models.shapes import size_divisor
 from vesselseg.provenance import git_commit
 
 log = logging.getLogger(__name__)
@@ -44,7 +45,7 @@ def checkpoint_dir(out: Path) -> Path:
 
 def check_sizes(params: Params) -> None:
     """Crop and tile sides must be multiples of the network's total down-sampling."""
-    factor = 2 ** (params.model.depth - 1)
+    factor = size_divisor(params.model.depth)
     for key, size in (
         ("data.crop_size", params.data.crop_size),
         ("infer.tile_size", params.infer.tile_size),
