@@ -28,7 +28,7 @@ from vesselseg.data.augment import augment
 from vesselseg.data.crops import CropSampler
 from vesselseg.data.normalize import compute_stats, normalize
 from vesselseg.io import open_volume
-from vesselseg.io.checks import iter_slabs
+from vesselseg.io.slabs import iter_slabs
 
 FRACTIONS = (0.0001, 0.001, 0.01, 0.05)
 PATCH = 8  # vessel patches are PATCH x PATCH voxels on one slice

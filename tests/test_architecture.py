@@ -17,7 +17,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "vesselseg"
 # one. ``tracking`` is a leaf service (MLflow URIs and runs; it imports only the base layer), so
 # every stage that records a run may use it.
 LAYERS: list[set[str]] = [
-    {"errors", "progress", "provenance", "config", "kaggle"},
+    {"errors", "progress", "provenance", "config"},
     {"tracking"},
     {"io"},
     {"data", "synth", "inspect"},
@@ -27,7 +27,7 @@ LAYERS: list[set[str]] = [
     {"inference"},
     {"metrics"},
     {"pseudo"},
-    {"evaluation"},
+    {"evaluation", "kaggle"},
     {"prepare", "plan"},
     {"registry", "tuning", "mlflow_model"},
     {"cli"},

@@ -31,8 +31,8 @@ import numpy as np
 
 from vesselseg.config import InferConfig
 from vesselseg.errors import DatasetError
-from vesselseg.io.checks import iter_slabs
 from vesselseg.io.dataset import Sample, discover_dataset
+from vesselseg.io.slabs import iter_slabs
 
 log = logging.getLogger(__name__)
 

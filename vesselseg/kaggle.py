@@ -8,12 +8,13 @@ as ``start length`` pairs with 1-based starts, separated by spaces; an empty sli
 from __future__ import annotations
 
 import csv
-import os
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from vesselseg.io.atomic import atomic_open
 
 EMPTY = "1 0"
 
@@ -57,9 +58,7 @@ def write_submission(
 ) -> Path:
     """Write ``submission.csv`` (``id,rle``) for ``{kidney_name: mask volume}``, atomically."""
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".part")
-    with tmp.open("w", newline="") as handle:
+    with atomic_open(out, "w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(["id", "rle"])
         for name, volume in volumes.items():
@@ -67,5 +66,4 @@ def write_submission(
                 writer.writerow(row)
                 if on_slice:
                     on_slice(1)
-    os.replace(tmp, out)
     return out

@@ -25,15 +25,15 @@ import numpy as np
 from vesselseg.config import InferConfig, PseudoConfig
 from vesselseg.errors import DatasetError, MissingPathError
 from vesselseg.io import VolumeWriter
-from vesselseg.io.checks import LabelCounts, slab_depth
+from vesselseg.io.checks import LabelCounts
 from vesselseg.io.dataset import Sample, check_id
+from vesselseg.io.slabs import SLAB_BYTES, volume_slabs
 from vesselseg.provenance import sha256_file
 
 log = logging.getLogger(__name__)
 
 PROVENANCE = "pseudo.json"
 FORMAT = "vesselseg-pseudo/1"
-SLAB_BYTES = 64 << 20
 
 
 def threshold_labels(prob: np.ndarray, hi: float, lo: float) -> np.ndarray:
@@ -44,59 +44,27 @@ def threshold_labels(prob: np.ndarray, hi: float, lo: float) -> np.ndarray:
     return labels
 
 
-def _slabs(shape: tuple[int, ...], bytes_per_voxel: int = 16) -> list[tuple[int, int]]:
-    depth = slab_depth(shape, bytes_per_voxel, SLAB_BYTES)
-    return [(z, min(z + depth, shape[0])) for z in range(0, shape[0], depth)]
-
-
 def small_component_filter(vessel: Any, min_voxels: int) -> Any:
     """A function ``(z0, z1, slab_mask) -> keep_mask`` dropping components < ``min_voxels``.
 
-    First pass: label each z-slab of the boolean volume ``vessel`` with cc3d (26-connected),
-    link labels that touch across slab boundaries and add up each group's size. The returned
-    function relabels a slab the same way (cc3d is deterministic) and keeps large groups.
+    The boolean volume ``vessel`` is labelled slab by slab with components merged across slab
+    boundaries (:func:`vesselseg.metrics.components.label_slabs`); the returned function keeps
+    the voxels of a slab (one of ``apply.ranges``) whose component is large enough.
     """
-    import cc3d
-    from scipy.sparse import coo_matrix
-    from scipy.sparse.csgraph import connected_components
+    from vesselseg.metrics.components import label_slabs
 
-    from vesselseg.metrics.components import boundary_links
-
-    ranges = _slabs(vessel.shape)
-    offsets, sizes, links = [], [], []
-    total, previous_last = 0, None
-    for z0, z1 in ranges:
-        labels, n = cc3d.connected_components(
-            np.asarray(vessel[z0:z1]), connectivity=26, return_N=True
-        )
-        labels = labels.astype(np.int64)
-        offsets.append(total)
-        sizes.append(np.bincount(labels.ravel(), minlength=n + 1)[1:])
-        labels[labels > 0] += total
-        if previous_last is not None:
-            pairs = boundary_links(previous_last, labels[0])
-            if len(pairs):
-                links.append(pairs)
-        previous_last = labels[-1]
-        total += n
-    size = np.concatenate(sizes) if sizes else np.zeros(0, np.int64)
-    pairs = np.concatenate(links) if links else np.zeros((0, 2), np.int64)
-    graph = coo_matrix(
-        (np.ones(len(pairs)), (pairs[:, 0] - 1, pairs[:, 1] - 1)), shape=(total, total)
+    labelling = label_slabs(
+        lambda z0, z1: np.asarray(vessel[z0:z1]),
+        tuple(vessel.shape),
+        slab_bytes=SLAB_BYTES,
+        with_sizes=True,
     )
-    _, group = connected_components(graph, directed=False)
-    group_size = np.bincount(group, weights=size, minlength=group.max() + 1 if total else 0)
-    keep = (
-        np.concatenate([[False], group_size[group] >= min_voxels]) if total else np.array([False])
-    )
-    starts = {z0: offset for (z0, _), offset in zip(ranges, offsets)}
+    keep = np.concatenate([[False], labelling.component_sizes() >= min_voxels])
 
     def apply(z0: int, z1: int, mask: np.ndarray) -> np.ndarray:
-        labels = cc3d.connected_components(mask, connectivity=26).astype(np.int64)
-        labels[labels > 0] += starts[z0]
-        return keep[labels]
+        return keep[labelling.components_of(z0, mask)]
 
-    apply.ranges = ranges  # type: ignore[attr-defined]
+    apply.ranges = labelling.ranges  # type: ignore[attr-defined]
     return apply
 
 
@@ -117,8 +85,9 @@ def write_pseudo_labels(prob: Any, out: Path, cfg: PseudoConfig) -> LabelCounts:
     keep = None
     if cfg.min_component_voxels > 1:
         keep = small_component_filter(_VesselView(prob, cfg.hi), cfg.min_component_voxels)
+    ranges = keep.ranges if keep is not None else volume_slabs(prob.shape, 12, SLAB_BYTES)
     with VolumeWriter(out, prob.shape, np.uint8) as writer:
-        for z0, z1 in _slabs(prob.shape):
+        for z0, z1 in ranges:
             p = np.asarray(prob[z0:z1], dtype=np.float32)
             labels = threshold_labels(p, cfg.hi, cfg.lo)
             if keep is not None:

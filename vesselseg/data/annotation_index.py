@@ -21,8 +21,8 @@ from typing import Any
 import numpy as np
 
 from vesselseg.data.cache import atomic_write, cache_candidates, fingerprint
-from vesselseg.io.checks import iter_slabs
 from vesselseg.io.dataset import Sample
+from vesselseg.io.slabs import iter_slabs
 
 log = logging.getLogger(__name__)
 

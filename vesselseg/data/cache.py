@@ -14,10 +14,11 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, BinaryIO
+
+from vesselseg.io.atomic import atomic_open
 
 log = logging.getLogger(__name__)
 
@@ -64,22 +65,12 @@ def cache_candidates(
 
 
 def atomic_write(path: Path, write: Callable[[BinaryIO], None]) -> bool:
-    """Write ``path`` via a temporary file in the same folder; False if it cannot be written."""
+    """Write ``path`` via a unique temporary file in the same folder (caches may be written by
+    several processes at once); False if it cannot be written — a cache is an optimisation."""
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix="." + path.name + ".", suffix=".part", dir=path.parent)
-    except OSError as exc:
-        log.debug("cannot write cache %s: %s", path, exc)
-        return False
-    try:
-        with os.fdopen(fd, "wb") as handle:
+        with atomic_open(path, "wb", sync=False, unique=True) as handle:
             write(handle)
-        os.replace(tmp, path)
         return True
     except OSError as exc:
         log.debug("cannot write cache %s: %s", path, exc)
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
         return False

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, BinaryIO, TextIO
@@ -48,15 +49,22 @@ def commit(tmp: str | Path, final: str | Path, sync: bool = True) -> Path:
 
 
 @contextlib.contextmanager
-def atomic_path(path: str | Path, sync: bool = True) -> Iterator[Path]:
+def atomic_path(path: str | Path, sync: bool = True, unique: bool = False) -> Iterator[Path]:
     """Yield ``NAME.part`` to write to; rename it to ``path`` if the block succeeds.
 
     On an exception the partial file is removed and the exception propagates, so the final
-    name only ever holds a complete file.
+    name only ever holds a complete file. ``unique`` writes to a fresh hidden temporary name
+    instead, for files that several processes may write at once (shared caches): the last
+    complete one wins.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = partial_path(path)
+    if unique:
+        fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
+        os.close(fd)
+        tmp = Path(name)
+    else:
+        tmp = partial_path(path)
     try:
         yield tmp
     except BaseException:
@@ -68,10 +76,14 @@ def atomic_path(path: str | Path, sync: bool = True) -> Iterator[Path]:
 
 @contextlib.contextmanager
 def atomic_open(
-    path: str | Path, mode: str = "w", newline: str | None = None, sync: bool = True
+    path: str | Path,
+    mode: str = "w",
+    newline: str | None = None,
+    sync: bool = True,
+    unique: bool = False,
 ) -> Iterator[TextIO | BinaryIO]:
     """``open(NAME.part, mode)``, renamed to ``path`` when the block succeeds."""
-    with atomic_path(path, sync=sync) as tmp:
+    with atomic_path(path, sync=sync, unique=unique) as tmp:
         with open(tmp, mode, newline=newline) as handle:
             yield handle
 

@@ -5,29 +5,15 @@ Each check walks the volume in z-slabs so that memory stays bounded for any dept
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from vesselseg.errors import LabelValueError, NonFiniteError, ShapeMismatchError
+from vesselseg.io.slabs import iter_slabs
 
 LABEL_CODES = (0, 1, 2)  # 0 not annotated, 1 vessel, 2 background
-SLAB_BYTES = 64 * 2**20
-
-
-def slab_depth(shape: tuple[int, ...], itemsize: int, budget: int = SLAB_BYTES) -> int:
-    """How many z-planes fit into ``budget`` bytes (at least one)."""
-    plane = int(np.prod(shape[1:])) * itemsize
-    return max(1, budget // max(plane, 1))
-
-
-def iter_slabs(volume: Any, budget: int = SLAB_BYTES) -> Iterator[tuple[int, np.ndarray]]:
-    """Yield ``(z0, volume[z0:z1])`` slabs of at most ``budget`` bytes."""
-    depth = slab_depth(volume.shape, np.dtype(volume.dtype).itemsize, budget)
-    for z0 in range(0, volume.shape[0], depth):
-        yield z0, np.asarray(volume[z0 : z0 + depth])
 
 
 def check_finite(volume: Any, name: str | None = None) -> None:

@@ -8,14 +8,23 @@ never has more than one slab (plus its halo) of each volume in memory.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 
 from vesselseg.errors import ShapeMismatchError, VolumeFormatError
+from vesselseg.io.slabs import SLAB_BYTES, slab_ranges
 
-SLAB_BYTES = 256 * 2**20
+__all__ = [
+    "SLAB_BYTES",
+    "check_pair",
+    "padded_mask",
+    "pred_mask",
+    "read_clipped",
+    "slab_ranges",
+    "truth_mask",
+]
 
 
 def check_pair(pred: Any, truth: Any) -> tuple[int, int, int]:
@@ -28,21 +37,6 @@ def check_pair(pred: Any, truth: Any) -> tuple[int, int, int]:
             f"prediction shape {pred_shape} does not match truth shape {truth_shape}"
         )
     return int(pred_shape[0]), int(pred_shape[1]), int(pred_shape[2])
-
-
-def slab_ranges(
-    length: int, plane_voxels: int, bytes_per_voxel: float, budget: int, halo: int = 0
-) -> Iterator[tuple[int, int]]:
-    """Split ``range(length)`` into ``(z0, z1)`` cores of planes that fit ``budget`` bytes.
-
-    ``bytes_per_voxel`` is the working memory a metric needs per voxel of a slab (inputs,
-    masks, temporaries); ``halo`` planes on each side are counted in the budget, but a core is
-    always at least one plane deep, so a tiny budget means many thin slabs, never a failure.
-    """
-    planes = int(budget // max(plane_voxels * bytes_per_voxel, 1.0))
-    depth = max(1, planes - 2 * halo)
-    for z0 in range(0, length, depth):
-        yield z0, min(length, z0 + depth)
 
 
 def read_clipped(volume: Any, z0: int, z1: int) -> tuple[np.ndarray, int]:
