@@ -44,7 +44,6 @@ KNOWN_CYCLES: list[list[str]] = [
     ["vesselseg.inference.ensemble", "vesselseg.inference.network"],
 ]
 KNOWN_BACKWARDS = {
-    "vesselseg.data.datamodule -> vesselseg.pseudo",
     "vesselseg.inference.ensemble -> vesselseg.registry",
     "vesselseg.inference.network -> vesselseg.registry",
     "vesselseg.pseudo -> vesselseg.evaluation",

@@ -14,9 +14,9 @@ from vesselseg.config import DataConfig, InferConfig, PseudoConfig
 from vesselseg.data.datamodule import VesselDataModule
 from vesselseg.errors import MissingPathError
 from vesselseg.io import open_volume
+from vesselseg.io.pseudo_layout import discover_pseudo
 from vesselseg.provenance import sha256_file
 from vesselseg.pseudo import (
-    discover_pseudo,
     pseudo_label_dataset,
     threshold_labels,
     write_pseudo_labels,

@@ -23,17 +23,13 @@ from typing import Any
 import numpy as np
 
 from vesselseg.config import InferConfig, PseudoConfig
-from vesselseg.errors import DatasetError, MissingPathError
 from vesselseg.io import VolumeWriter
 from vesselseg.io.checks import LabelCounts
-from vesselseg.io.dataset import Sample, check_id
+from vesselseg.io.pseudo_layout import FORMAT, PROVENANCE
 from vesselseg.io.slabs import SLAB_BYTES, volume_slabs
 from vesselseg.provenance import sha256_file
 
 log = logging.getLogger(__name__)
-
-PROVENANCE = "pseudo.json"
-FORMAT = "vesselseg-pseudo/1"
 
 
 def threshold_labels(prob: np.ndarray, hi: float, lo: float) -> np.ndarray:
@@ -175,27 +171,3 @@ def ensemble_provenance(model: Path) -> dict[str, Any]:
             for member, weight in read_members(model)
         ]
     }
-
-
-def discover_pseudo(folder: str | Path) -> list[Sample]:
-    """The samples of a pseudo-label folder: each pseudo mask with the image it labels."""
-    folder = Path(folder)
-    meta_path = folder / PROVENANCE
-    if not meta_path.is_file():
-        raise MissingPathError(f"{meta_path}: no pseudo-label provenance (run vesselseg pseudo)")
-    try:
-        meta = json.loads(meta_path.read_text())
-        volumes = meta["volumes"]
-    except (ValueError, KeyError):
-        raise DatasetError(f"{meta_path}: not a vesselseg pseudo-label file") from None
-    if meta.get("format") != FORMAT:
-        raise DatasetError(f"{meta_path}: unknown format {meta.get('format')!r}")
-    samples = []
-    for sample_id, entry in sorted(volumes.items()):
-        mask = folder / Path(entry["mask"]).name
-        image = Path(entry["image"])
-        for path in (mask, image):
-            if not path.exists():
-                raise MissingPathError(f"{path}: listed in {meta_path} but missing")
-        samples.append(Sample(check_id(f"pseudo-{sample_id}", meta_path), image, mask))
-    return samples

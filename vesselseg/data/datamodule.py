@@ -78,7 +78,7 @@ class VesselDataModule(pl.LightningDataModule):
         labelled = self._volumes(self.data_cfg.train_dir)
         if self.pseudo_dir is None:
             return labelled, None
-        from vesselseg.pseudo import discover_pseudo
+        from vesselseg.io.pseudo_layout import discover_pseudo
 
         samples = discover_pseudo(self.pseudo_dir)
         try:
