@@ -119,10 +119,12 @@ def test_option_names_are_consistent_across_commands() -> None:
             opts = [o for o in getattr(param, "opts", []) if o.startswith("--")]
             if opts:
                 primary.setdefault(opts[0], set()).add(name)
-    for alias in ("--save-dir", "--save_dir", "--in-dir", "--output", "--output-dir", "--data_dir"):
+    aliases = ("--save-dir", "--save_dir", "--in-dir", "--output", "--output-dir", "--data_dir")
+    seed_spellings = ("--batch_size", "--crop_size", "--max_epochs", "--min_lr", "--file_type")
+    for alias in (*aliases, *seed_spellings):
         assert alias not in primary, f"{alias} is the main name of {primary[alias]}"
     assert {"predict", "pseudo"} <= primary["--out-dir"]
-    assert {"predict", "evaluate", "pseudo", "train"} <= primary["--data-dir"]
+    assert {"predict", "evaluate", "pseudo", "train", "tune"} <= primary["--data-dir"]
     assert {"train", "prepare", "submit", "ensemble"} <= primary["--out"]
     for command in group.commands.values():
         assert "Example:" in (command.help or ""), f"{command.name}: no example in --help"

@@ -67,3 +67,20 @@ def write_submission(
                 if on_slice:
                     on_slice(1)
     return out
+
+
+def find_masks(pred_dir: Path) -> dict[str, Path]:
+    """``{case: mask file}`` of the predicted masks in ``pred_dir`` (``X.MODEL.mask.EXT``; the
+    case is the name before its first dot); one-line errors for a missing or empty folder."""
+    from vesselseg.errors import DatasetError, MissingPathError
+
+    if not pred_dir.is_dir():
+        raise MissingPathError(f"{pred_dir}: no such folder")
+    masks = sorted(
+        p
+        for p in pred_dir.iterdir()
+        if ".mask." in p.name and not p.name.endswith((".part", ".json"))
+    )
+    if not masks:
+        raise DatasetError(f"{pred_dir}: no predicted masks (*.mask.npy, *.mask.tif, *.mask.zarr)")
+    return {p.name.split(".")[0]: p for p in masks}

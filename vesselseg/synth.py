@@ -391,3 +391,15 @@ def synthesize_dataset(
             ids[split].append(sample_id)
             index += 1
     return ids
+
+
+def synthesize_with_progress(cfg: SynthConfig, out_dir: str | Path) -> str:
+    """:func:`synthesize_dataset` with a progress bar over planes; returns a summary line."""
+    from vesselseg.progress import progress_bar
+
+    n_volumes = cfg.n_train + cfg.n_val + cfg.n_test + cfg.n_unlabelled
+    planes = n_volumes * as_triple(cfg.shape)[0]
+    with progress_bar("synth", total=planes, unit="planes") as advance:
+        ids = synthesize_dataset(cfg, out_dir, on_slab=advance)
+    counts = ", ".join(f"{len(v)} {k}" for k, v in ids.items() if v)
+    return f"wrote {n_volumes} volumes ({counts}) of shape {as_triple(cfg.shape)} to {out_dir}"

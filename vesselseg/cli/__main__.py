@@ -1,0 +1,5 @@
+"""``python -m vesselseg.cli``."""
+
+from vesselseg.cli import main
+
+main()

@@ -1,0 +1,296 @@
+"""Commands that run a model over volumes: ``predict``, ``evaluate`` and ``pseudo``.
+
+A registry URI (``models:/NAME@ALIAS``) is resolved here, at the top layer, and the resolver is
+handed down for ensembles whose members are URIs.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from vesselseg.cli.app import app
+from vesselseg.cli.common import (
+    DEFAULT_PARAMS,
+    ParamsOpt,
+    SetOpt,
+    best_threshold_from,
+    load_params,
+    option_values,
+    parse_size,
+    setup_logging,
+)
+from vesselseg.errors import ConfigError
+
+ARCHITECTURES = ("vnet", "unet", "unet2d")
+INFER_KEYS = {
+    "overlap": "infer.overlap",
+    "border": "infer.border",
+    "blend": "infer.blend",
+    "batch_size": "infer.batch_size",
+    "tta": "infer.tta",
+    "precision": "infer.precision",
+    "threshold": "infer.threshold",
+    "prob_dtype": "infer.prob_dtype",
+    "out_format": "infer.out_format",
+    "naming": "infer.naming",
+}
+
+
+def model_and_input(
+    input_path: Path | None, data_dir: Path | None, model: str | None, ensemble: list[str] | None
+) -> tuple[str | None, Path, str | None]:
+    """``(model, input, architecture)`` from the ways a user may spell them.
+
+    Seed 000 writes ``predict CHECKPOINT --data_dir DIR [--model {vnet,unet}]``: the positional
+    is then the checkpoint and ``--model`` names its architecture (checked against the file).
+    """
+    arch = None
+    if model in ARCHITECTURES and not Path(model).exists():
+        arch, model = model, None
+        if input_path is None or data_dir is None:
+            raise ConfigError(
+                f"--model {arch}: give the model file; its architecture is read from it"
+            )
+    if model is None and input_path is not None and data_dir is not None and not ensemble:
+        model, input_path = str(input_path), None  # seed 000: CHECKPOINT --data-dir DIR
+    source = input_path or data_dir
+    if source is None:
+        raise ConfigError("predict: give an INPUT volume or folder (or --data-dir)")
+    if model is not None and ensemble:
+        raise ConfigError("give --model or --ensemble, not both")
+    if model is None and not ensemble:
+        raise ConfigError("--model: give a saved model file (NAME.pt with NAME.json, or .ckpt)")
+    return model, source, arch
+
+
+def check_architecture(model: Path, arch: str | None) -> None:
+    """Refuse a checkpoint whose network is not the architecture the user named."""
+    if arch is None:
+        return
+    from vesselseg.bundle import load_meta
+
+    saved = load_meta(model).model.get("name")
+    if saved != arch:
+        raise ConfigError(f"--model {arch}: {model} holds a {saved} network, not a {arch}")
+
+
+def resolver() -> Any:
+    """The registry's ``resolve_model`` (imported only when a command needs it)."""
+    from vesselseg.registry import resolve_model
+
+    return resolve_model
+
+
+@app.command()
+def predict(
+    input_path: Annotated[
+        Path | None, typer.Argument(metavar="INPUT", help="A volume or a folder of volumes.")
+    ] = None,
+    data_dir: Annotated[
+        Path | None, typer.Option("--data-dir", "--data_dir", help="Same as INPUT (seed 000).")
+    ] = None,
+    model: Annotated[
+        str | None,
+        typer.Option(
+            "--model", "-m", help="Model file NAME.pt (+ NAME.json), .ckpt, ensemble .json or URI."
+        ),
+    ] = None,
+    ensemble: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="Average models instead of --model: MODEL[:WEIGHT], repeat (2D and 3D mix)."
+        ),
+    ] = None,
+    save_dir: Annotated[
+        Path | None,
+        typer.Option(
+            "--out-dir", "--save-dir", "--save_dir", help="Output folder (infer.out_dir)."
+        ),
+    ] = None,
+    tile_size: Annotated[
+        str | None,
+        typer.Option("--tile-size", "--crop-size", "--crop_size", help="Window: N or Z,Y,X."),
+    ] = None,
+    overlap: Annotated[float | None, typer.Option(help="Window overlap fraction [0, 1).")] = None,
+    border: Annotated[
+        int | None, typer.Option(help="Keep only each window's interior (seed 000); 0 = off.")
+    ] = None,
+    blend: Annotated[str | None, typer.Option(help="gaussian or constant.")] = None,
+    batch_size: Annotated[int | None, typer.Option(help="Windows per network call.")] = None,
+    tta: Annotated[bool | None, typer.Option("--tta/--no-tta", help="Average 8 flips.")] = None,
+    precision: Annotated[str | None, typer.Option(help="32 or bf16 (autocast).")] = None,
+    threshold: Annotated[float | None, typer.Option(help="Mask = probability >= this.")] = None,
+    threshold_from: Annotated[
+        Path | None, typer.Option(help="metrics.json of `evaluate --val-dir`: its best threshold.")
+    ] = None,
+    prob_dtype: Annotated[str | None, typer.Option(help="float32, float16 or uint8.")] = None,
+    out_format: Annotated[str | None, typer.Option(help="npy, zarr or tiff.")] = None,
+    naming: Annotated[
+        str | None, typer.Option(help="default (X.MODEL.prob.npy) or seed (CKPT.X.npy.pred.npy).")
+    ] = None,
+    file_type: Annotated[
+        str | None, typer.Option("--file-type", "--file_type", help="npy, raw, tiff or zarr.")
+    ] = None,
+    shape: Annotated[str | None, typer.Option(help="Raw input: Z,Y,X.")] = None,
+    dtype: Annotated[str | None, typer.Option(help="Raw input: numpy dtype.")] = None,
+    resume: Annotated[
+        bool, typer.Option(help="Continue interrupted outputs; skip finished ones.")
+    ] = False,
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
+    max_buffer_mib: Annotated[
+        float, typer.Option(help="Memory for blending buffers; larger planes are cut.")
+    ] = 1024.0,
+    shard: Annotated[
+        str | None,
+        typer.Option(
+            help="Predict only shard i/n (0-based, 0 <= i < n) of the sorted inputs, or "
+            "'slurm' for $SLURM_ARRAY_TASK_ID of $SLURM_ARRAY_TASK_COUNT."
+        ),
+    ] = None,
+    params: ParamsOpt = DEFAULT_PARAMS,
+    overrides: SetOpt = None,
+) -> None:
+    """Streamed sliding-window inference on volumes of any size (bounded memory, resumable).
+
+    Writes X.MODEL.prob.npy (probabilities) and X.MODEL.mask.npy (thresholded) per input.
+    With --ensemble the models' probabilities are averaged (weights normalised to sum 1) and
+    the ensemble is saved as SAVE_DIR/ensemble.json (outputs X.ensemble.prob.npy).
+
+    Example: [bold]vesselseg predict data/raw/test --model models/best.pt --tta[/bold]
+
+    Example: [bold]vesselseg predict data/raw/test --ensemble models/stage2.pt:0.5
+    --ensemble models/unet2d.pt:0.5[/bold]
+    """
+    setup_logging()
+    model, source, arch = model_and_input(input_path, data_dir, model, ensemble)
+    if threshold_from is not None:
+        if threshold is not None:
+            raise ConfigError("give --threshold or --threshold-from, not both")
+        threshold = best_threshold_from(threshold_from)
+    values = {
+        **option_values(locals(), INFER_KEYS),
+        "infer.tile_size": parse_size(tile_size, "--tile-size"),
+    }
+    p = load_params(params, overrides, values)
+    from vesselseg.inference.run import parse_shard, predict_path
+
+    shard_of = parse_shard(shard)  # a bad --shard fails before anything is written
+    if ensemble:
+        from vesselseg.inference.ensemble import parse_member, write_ensemble
+
+        folder = save_dir if save_dir is not None else Path(p.infer.out_dir)
+        model = str(write_ensemble([parse_member(m) for m in ensemble], folder / "ensemble.json"))
+    model_path = resolver()(model)
+    check_architecture(model_path, arch)
+    raw_shape = tuple(parse_size(shape, "--shape")) if shape else None
+    summary = predict_path(
+        source, model_path, save_dir, p.infer, file_type=file_type, shape=raw_shape, dtype=dtype,
+        resume=resume, device=device, max_buffer_mib=max_buffer_mib, shard=shard_of,
+    )  # fmt: skip
+    typer.echo(summary.line())
+
+
+def evaluation_line(s: Any, plots: Path) -> str:
+    """One line summing up an evaluation."""
+    o = s.overall
+    best = (
+        "" if s.best_threshold_val is None else f"; best val threshold {s.best_threshold_val:.2f}"
+    )
+    cl = "n/a" if o.get("cldice") is None else f"{o['cldice']:.4f}"
+    sd = "n/a" if o.get("surface_dice") is None else f"{o['surface_dice']:.4f}"
+    run = f"; MLflow run {s.run_id}" if s.run_id else ""
+    return (
+        f"{o['volumes']} volumes: dice {o['dice']:.4f}, clDice {cl}, surface Dice {sd}"
+        f"{best}; wrote {s.metrics_path} and {plots}/{run}"
+    )
+
+
+@app.command()
+def evaluate(
+    model: Annotated[Path, typer.Option(help="Saved model (.pt) or ensemble (.json) to score.")],
+    data_dir: Annotated[
+        Path, typer.Option(help="Volumes with truth_X (dense) or mask_X (sparse).")
+    ] = Path("data/raw/test"),
+    pred_dir: Annotated[
+        Path | None, typer.Option(help="Predictions (missing ones are made).")
+    ] = None,
+    val_dir: Annotated[
+        Path | None, typer.Option(help="Validation volumes for the best threshold.")
+    ] = None,
+    metrics: Annotated[Path, typer.Option(help="metrics.json to write.")] = Path("metrics.json"),
+    plots: Annotated[Path, typer.Option(help="Folder for pr.csv and PNGs.")] = Path("plots"),
+    threshold: Annotated[float | None, typer.Option(help="Mask threshold.")] = None,
+    tolerance: Annotated[float, typer.Option(help="Surface Dice tolerance in voxels.")] = 0.0,
+    thresholds: Annotated[int, typer.Option(help="Thresholds in the PR curve.")] = 21,
+    mlflow: Annotated[bool, typer.Option(help="Log to MLflow.")] = True,
+    params: ParamsOpt = DEFAULT_PARAMS,
+    overrides: SetOpt = None,
+) -> None:
+    """Dice, IoU, precision/recall, clDice, surface Dice and components against truth.
+
+    Writes metrics.json, plots/pr.csv and PNGs (TP/FP/FN projections and slices) and logs
+    them to the model's MLflow run.
+
+    Example: [bold]vesselseg evaluate --model models/stage1.pt --val-dir data/raw/val[/bold]
+    """
+    setup_logging()
+    if thresholds < 3:
+        raise ConfigError(f"--thresholds must be >= 3, got {thresholds}")
+    if tolerance < 0:
+        raise ConfigError(f"--tolerance must be >= 0, got {tolerance}")
+    p = load_params(params, overrides, {"infer.threshold": threshold})
+    from vesselseg.evaluation import evaluate_dataset
+
+    s = evaluate_dataset(
+        data_dir, resolver()(str(model)), pred_dir or Path(p.infer.out_dir), p.infer, metrics,
+        plots, val_dir, tolerance, thresholds, mlflow,
+    )  # fmt: skip
+    typer.echo(evaluation_line(s, plots))
+
+
+@app.command()
+def pseudo(
+    model: Annotated[
+        str, typer.Option(help="Saved model (.pt), ensemble (.json) or models:/NAME@ALIAS.")
+    ],
+    in_dir: Annotated[
+        Path | None,
+        typer.Option("--data-dir", "--in-dir", help="Unlabelled volumes (default pseudo.in_dir)."),
+    ] = None,
+    out_dir: Annotated[
+        Path | None, typer.Option(help="Output folder (default pseudo.out_dir).")
+    ] = None,
+    hi: Annotated[float | None, typer.Option(help="Vessel where p >= hi.")] = None,
+    lo: Annotated[float | None, typer.Option(help="Background where p <= lo.")] = None,
+    min_component_voxels: Annotated[
+        int | None, typer.Option(help="Drop smaller vessel components.")
+    ] = None,
+    resume: Annotated[bool, typer.Option(help="Resume interrupted predictions.")] = False,
+    params: ParamsOpt = DEFAULT_PARAMS,
+    overrides: SetOpt = None,
+) -> None:
+    """Pseudo labels for unlabelled volumes: 1 where p >= hi, 2 where p <= lo, 0 elsewhere.
+
+    Writes OUT/mask_X.npy and OUT/pseudo.json (model, thresholds, date, source images);
+    train on them with `vesselseg train --pseudo OUT`.
+
+    Example: [bold]vesselseg pseudo --model models/stage1.pt --out-dir data/pseudo[/bold]
+    """
+    setup_logging()
+    keys = {"hi": "pseudo.hi", "lo": "pseudo.lo"}
+    keys["min_component_voxels"] = "pseudo.min_component_voxels"
+    p = load_params(params, overrides, option_values(locals(), keys))
+    from vesselseg.pseudo import pseudo_label_dataset
+
+    s = pseudo_label_dataset(
+        in_dir or Path(p.pseudo.in_dir), resolver()(model), out_dir or Path(p.pseudo.out_dir),
+        p.pseudo, p.infer, resume,
+    )  # fmt: skip
+    vessel = sum(c.vessel for c in s.volumes.values())
+    typer.echo(
+        f"pseudo-labelled {len(s.volumes)} volumes ({vessel:,} vessel voxels) into "
+        f"{s.out_dir}; provenance {s.out_dir / 'pseudo.json'}"
+    )
