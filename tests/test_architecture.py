@@ -56,7 +56,6 @@ KNOWN_BIG = {
     "vesselseg.cli",
     "vesselseg.config",
     "vesselseg.registry",
-    "vesselseg.tuning",
     "vesselseg.inference.predictor",
 }
 
