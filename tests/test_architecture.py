@@ -55,7 +55,6 @@ KNOWN_STRAYS = {"vesselseg.tracking"}
 KNOWN_BIG = {
     "vesselseg.config",
     "vesselseg.registry",
-    "vesselseg.tuning",
     "vesselseg.inference.predictor",
 }
 

@@ -109,7 +109,7 @@ def test_parallel_study_prunes_a_bad_trial_resumes_and_writes_tuned_params(
     mlruns = project / "mlruns"
     params = tiny_params(tiny_dataset, "tune.n_trials=4", "tune.jobs=2")
     bar = RecordedBar()
-    monkeypatch.setattr(tuning, "progress_bar", bar)
+    monkeypatch.setattr(tuning.session, "progress_bar", bar)
     summary = tuning.run_study(params, project / "params.tuned.yaml", mlflow_root=mlruns)
     assert bar.totals == [4] and sum(bar.advanced) == 4  # one bar over the session's trials
 
@@ -184,7 +184,7 @@ def test_a_failing_trial_is_marked_failed_and_the_study_goes_on(
     mlruns = project / "mlruns"
     tuned = project / "broken.tuned.yaml"
     bar = RecordedBar()
-    monkeypatch.setattr(tuning, "progress_bar", bar)
+    monkeypatch.setattr(tuning.session, "progress_bar", bar)
     with pytest.raises(VesselsegError, match=r"no trial completed \(2 fail\); first error"):
         tuning.run_study(params, tuned, mlflow_root=mlruns)
     assert bar.totals == [2] and bar.advanced == [1, 1]  # failed trials count as done
@@ -210,6 +210,35 @@ def test_running_trials_of_a_dead_worker_are_marked_failed(project: Path) -> Non
     assert tuning.fail_orphaned_trials(spec, "orphans", {"host:2"}) == [dead.number]
     states = [t.state.name for t in tuning.open_study(params).get_trials()]
     assert states == ["RUNNING", "FAIL"]
+
+
+def test_rdb_heartbeats_fail_a_silent_trial_and_queue_it_again(project: Path) -> None:
+    """With an RDB, Optuna itself fails a trial whose machine went silent and retries it once."""
+    import sqlite3
+
+    from optuna.distributions import FloatDistribution
+
+    url = f"sqlite:///{project / 'optuna.db'}"
+    params = with_values(Params(), {"tune.study": "silent", "tune.storage": url})
+    spec = tuning.resolve_storage(params.tune)
+    tuning.open_study(params, spec)
+    storage = tuning.open_storage(spec)
+    assert storage.get_heartbeat_interval() == 60
+    # a worker on a machine that died: its trial is RUNNING, its last heartbeat an hour old
+    study_id = storage.get_study_id_from_name("silent")
+    trial_id = storage.create_new_trial(study_id)
+    lr = FloatDistribution(1e-4, 1e-1, log=True)
+    storage.set_trial_param(trial_id, "train.lr", 0.02, lr)
+    storage.record_heartbeat(trial_id)
+    with contextlib.closing(sqlite3.connect(project / "optuna.db")) as db, db:
+        db.execute("UPDATE trial_heartbeats SET heartbeat = datetime(heartbeat, '-1 hour')")
+
+    # the next worker to start a trial fails the silent one and runs its configuration again
+    study = tuning.open_study(params, spec)
+    study.optimize(lambda trial: trial.suggest_float("train.lr", 1e-4, 1e-1, log=True), 1)
+    dead, retry = study.get_trials()
+    assert (dead.state.name, retry.state.name) == ("FAIL", "COMPLETE")
+    assert retry.params == {"train.lr": 0.02} and retry.system_attrs["failed_trial"] == 0
 
 
 def test_trials_are_split_exactly() -> None:

@@ -3,8 +3,8 @@
 Our own ten-line equivalent of optuna-integration's Lightning callback (which imports the
 ``lightning`` package, not ``pytorch_lightning``). It needs only an object with
 ``report(value, step)`` and ``should_prune()`` (an Optuna trial); the exception to raise is
-passed in (``optuna.TrialPruned`` from :mod:`vesselseg.tuning`), so this module does not import
-optuna.
+passed in (``optuna.TrialPruned`` from :mod:`vesselseg.tuning.objective`), so this module does
+not import optuna.
 """
 
 from __future__ import annotations
