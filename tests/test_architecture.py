@@ -54,7 +54,6 @@ KNOWN_BACKWARDS = {
 KNOWN_STRAYS = {"vesselseg.tracking"}
 KNOWN_BIG = {
     "vesselseg.cli",
-    "vesselseg.config",
     "vesselseg.registry",
     "vesselseg.tuning",
     "vesselseg.inference.predictor",
