@@ -53,7 +53,6 @@ KNOWN_BACKWARDS = {
 }
 KNOWN_STRAYS = {"vesselseg.tracking"}
 KNOWN_BIG = {
-    "vesselseg.config",
     "vesselseg.registry",
     "vesselseg.inference.predictor",
 }

@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
 import yaml
 
 from vesselseg.config import (
+    ModelConfig,
     Params,
     apply_overrides,
     as_triple,
     flatten,
     load_params,
+    params_from_dict,
     params_to_dict,
+    section_from_dict,
     with_values,
 )
 from vesselseg.errors import ConfigError
@@ -139,3 +143,53 @@ def test_flatten_has_dotted_keys() -> None:
     flat = flatten(Params())
     assert flat["train.lr"] == Params().train.lr
     assert "synth.shape" in flat and all("." in key for key in flat)
+
+
+def test_dvc_stage_params_exist() -> None:
+    stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+    known = {*params_to_dict(Params()), *flatten(Params())}
+    for name, stage in stages.items():
+        for entry in stage.get("params", []):
+            keys = entry if isinstance(entry, str) else next(iter(entry.values()))
+            for key in [keys] if isinstance(keys, str) else keys:
+                assert key in known, f"dvc.yaml stage {name}: unknown param {key}"
+
+
+def test_mistyped_values_are_refused_not_coerced() -> None:
+    for key, value in [
+        ("train.batch_size", 2.0),
+        ("train.lr", "0.01"),
+        ("train.lr", True),
+        ("infer.tta", 1),
+        ("register.name", 5),
+        ("data.crop_size", "48"),
+        ("data.percentiles", 1.0),
+    ]:
+        with pytest.raises(ConfigError, match=f"option: {re.escape(key)} must be "):
+            with_values(Params(), {key: value})
+    params = with_values(Params(), {"train.lr": 1, "data.crop_size": (32, 48, 64)})
+    assert params.train.lr == 1.0 and isinstance(params.train.lr, float)
+    assert params.data.crop_size == [32, 48, 64]
+
+
+def test_size_and_relation_messages_name_keys() -> None:
+    with pytest.raises(ConfigError, match=r"data\.crop_size must be >= 8, got \[4, 4, 4\]"):
+        with_values(Params(), {"data.crop_size": [4, 4, 4]})
+    with pytest.raises(ConfigError, match=r"model\.context must be odd, got 4"):
+        with_values(Params(), {"model.context": 4})
+    with pytest.raises(ConfigError, match=r"tune\.lr_min must be <= tune\.lr_max"):
+        with_values(Params(), {"tune.lr_min": 1.0})
+    with pytest.raises(ConfigError, match=r"params: train must be a mapping, got list"):
+        params_from_dict({**defaults(), "train": [1]})
+
+
+def test_section_from_dict_and_lenient_params() -> None:
+    model = params_to_dict(ModelConfig())
+    assert section_from_dict(ModelConfig, model, "model", source="m.json") == ModelConfig()
+    with pytest.raises(ConfigError, match=r"m\.json: unknown key model\.nope"):
+        section_from_dict(ModelConfig, {**model, "nope": 1}, "model", source="m.json")
+    with pytest.raises(ConfigError, match=r"m\.json: missing key model\.norm"):
+        section_from_dict(ModelConfig, {"name": "unet"}, "model", source="m.json")
+    assert params_from_dict({"train": {"lr": 0.5}}, strict=False).train.lr == 0.5
+    with pytest.raises(ConfigError, match=r"unknown key train\.lrr"):
+        params_from_dict({"train": {"lrr": 0.5}}, strict=False)

@@ -1,73 +1,98 @@
 """Typed configuration mirroring ``params.yaml``.
 
-``params.yaml`` holds every knob, grouped by stage. Loading is strict: an unknown, missing or
-mistyped key fails at start-up with the key's dotted name, and numeric ranges are checked from
-each field's metadata (``ge``/``gt``/``le``/``lt``). CLI options and ``--set section.key=value``
-overrides are applied with :func:`apply_overrides` and validated the same way.
+``params.yaml`` holds every knob, grouped by stage. The sections are pydantic dataclasses:
+loading is strict (unknown keys are refused, types are not coerced, ranges come from each
+field's ``Field(ge=…, gt=…, le=…, lt=…)`` and relations between fields from validators), and a
+missing key fails too. Any failure is one :class:`ConfigError` line naming the dotted key. CLI
+options and ``--set section.key=value`` overrides are applied with :func:`apply_overrides` and
+:func:`with_values` and validated the same way.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import types
 import typing
-from dataclasses import dataclass, field
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Literal, Union
+from typing import Annotated, Any, Literal, TypeVar
+
+import pydantic
+from pydantic import Field, model_validator
+from pydantic.dataclasses import dataclass
 
 from vesselseg.errors import ConfigError
 
-Triple = list[int]
+T = TypeVar("T")
+
+# Strict scalars: no "2" or 2.0 or True for an int (an int is a valid float); a list is a list
+# or a tuple; a size is one side or [z, y, x]. ``precision: 32`` in YAML is the choice "32".
+Int, Float = Annotated[int, pydantic.Strict()], Annotated[float, pydantic.Strict()]
+Bool, Str = Annotated[bool, pydantic.Strict()], Annotated[str, pydantic.Strict()]
+_untuple = pydantic.BeforeValidator(lambda v: list(v) if isinstance(v, tuple) else v)
+List = Annotated[list[T], _untuple, pydantic.Strict()]
+Size = T | Annotated[List[T], Field(min_length=3, max_length=3)]
+Side8 = Annotated[Int, Field(ge=8)]
+_number_text = pydantic.BeforeValidator(lambda v: str(v) if type(v) in (int, float) else v)
+Precision = Annotated[Literal["32", "bf16"], _number_text]
+
+# Unknown keys are refused. A relation check raises ValueError("{lo} must be < {hi}"): the
+# braces name fields of the section and become dotted keys in the ConfigError.
+_STRICT = pydantic.ConfigDict(extra="forbid", defer_build=True)
 
 
-def _f(default: Any, **checks: Any) -> Any:
-    """A dataclass field with a default and range checks in its metadata."""
-    if isinstance(default, list):
-        return field(default_factory=lambda: list(default), metadata=checks)
-    return field(default=default, metadata=checks)
-
-
-@dataclass
+@dataclass(config=_STRICT)
 class SynthConfig:
     """Synthetic demo data (``vesselseg synth``)."""
 
-    out_dir: str = "data/raw"
-    n_train: int = _f(4, ge=0)
-    n_val: int = _f(1, ge=0)
-    n_test: int = _f(2, ge=0)
-    n_unlabelled: int = _f(1, ge=0)
-    shape: int | Triple = _f([96, 96, 96], ge=16)
-    seed: int = _f(0, ge=0)
+    out_dir: Str = "data/raw"
+    n_train: Int = Field(4, ge=0)
+    n_val: Int = Field(1, ge=0)
+    n_test: Int = Field(2, ge=0)
+    n_unlabelled: Int = Field(1, ge=0)
+    shape: Size[Annotated[Int, Field(ge=16)]] = Field([96, 96, 96])
+    seed: Int = Field(0, ge=0)
     format: Literal["npy", "tiff", "zarr"] = "npy"
-    n_trees: int = _f(3, ge=1)
-    max_radius: float = _f(5.0, gt=0.5)
-    min_radius: float = _f(1.0, gt=0.0)
-    annotated_fraction: float = _f(0.01, gt=0.0, lt=0.5)
-    noise: float = _f(0.05, ge=0.0)
-    slab: int = _f(64, ge=8)
+    n_trees: Int = Field(3, ge=1)
+    max_radius: Float = Field(5.0, gt=0.5)
+    min_radius: Float = Field(1.0, gt=0.0)
+    annotated_fraction: Float = Field(0.01, gt=0.0, lt=0.5)
+    noise: Float = Field(0.05, ge=0.0)
+    slab: Int = Field(64, ge=8)
+
+    @model_validator(mode="after")
+    def _radii(self) -> SynthConfig:
+        if self.min_radius > self.max_radius:
+            raise ValueError("{min_radius} must be <= {max_radius}")
+        return self
 
 
-@dataclass
+@dataclass(config=_STRICT)
 class DataConfig:
     """Training data: where it is, how crops are drawn and augmented."""
 
-    train_dir: str = "data/raw/train"
-    val_dir: str = "data/raw/val"
-    crop_size: int | Triple = _f([48, 48, 48], ge=8)
-    samples_per_volume: int = _f(16, ge=1)
-    min_vessel_voxels: int = _f(1, ge=1)
-    background_crop_fraction: float = _f(0.25, ge=0.0, le=1.0)
-    num_loader_workers: int = _f(0, ge=0)
-    cache_dir: str = ".cache/vesselseg"
-    percentiles: list[float] = _f([0.5, 99.5], ge=0.0, le=100.0)
-    flip: bool = True
-    rot90: bool = True
-    intensity_scale: float = _f(0.1, ge=0.0, lt=1.0)
-    intensity_shift: float = _f(0.1, ge=0.0)
-    noise_std: float = _f(0.0, ge=0.0)
+    train_dir: Str = "data/raw/train"
+    val_dir: Str = "data/raw/val"
+    crop_size: Size[Side8] = Field([48, 48, 48])
+    samples_per_volume: Int = Field(16, ge=1)
+    min_vessel_voxels: Int = Field(1, ge=1)
+    background_crop_fraction: Float = Field(0.25, ge=0.0, le=1.0)
+    num_loader_workers: Int = Field(0, ge=0)
+    cache_dir: Str = ".cache/vesselseg"
+    percentiles: List[Annotated[Float, Field(ge=0.0, le=100.0)]] = Field([0.5, 99.5])
+    flip: Bool = True
+    rot90: Bool = True
+    intensity_scale: Float = Field(0.1, ge=0.0, lt=1.0)
+    intensity_shift: Float = Field(0.1, ge=0.0)
+    noise_std: Float = Field(0.0, ge=0.0)
+
+    @model_validator(mode="after")
+    def _percentiles(self) -> DataConfig:
+        if len(self.percentiles) != 2 or self.percentiles[0] >= self.percentiles[1]:
+            raise ValueError("{percentiles} must be [low, high] with low < high")
+        return self
 
 
-@dataclass
+@dataclass(config=_STRICT)
 class ModelConfig:
     """Network architecture; ``norm`` is seed 000's ``--normalization {b,g}``.
 
@@ -77,15 +102,23 @@ class ModelConfig:
 
     name: Literal["vnet", "unet", "unet2d"] = "unet"
     norm: Literal["batch", "group"] = "batch"
-    base_channels: int = _f(8, ge=1)
-    depth: int = _f(3, ge=1, le=6)
-    dropout: float = _f(0.0, ge=0.0, lt=1.0)
-    groups: int = _f(8, ge=1)
-    context: int = _f(3, ge=1)
-    views: list[Literal["z", "y", "x"]] = _f(["z", "y", "x"])
+    base_channels: Int = Field(8, ge=1)
+    depth: Int = Field(3, ge=1, le=6)
+    dropout: Float = Field(0.0, ge=0.0, lt=1.0)
+    groups: Int = Field(8, ge=1)
+    context: Int = Field(3, ge=1)
+    views: List[Literal["z", "y", "x"]] = Field(["z", "y", "x"])
+
+    @model_validator(mode="after")
+    def _slices(self) -> ModelConfig:
+        if self.context % 2 == 0:
+            raise ValueError(f"{{context}} must be odd, got {self.context}")
+        if not self.views or len(set(self.views)) != len(self.views):
+            raise ValueError("{views} must be distinct axes among z, y, x")
+        return self
 
 
-@dataclass
+@dataclass(config=_STRICT)
 class MultiviewConfig:
     """The 2D/2.5D multiview U-Net of seed 004 (``vesselseg train --multiview``).
 
@@ -94,129 +127,141 @@ class MultiviewConfig:
     ``crop_size``'s sides give the in-plane size of the slices along each view.
     """
 
-    base_channels: int = _f(16, ge=1)
-    depth: int = _f(4, ge=2, le=6)
-    crop_size: int | Triple = _f([96, 96, 96], ge=8)
-    batch_size: int = _f(8, ge=1)
-    samples_per_volume: int = _f(64, ge=1)
-    max_epochs: int = _f(12, ge=1)
-    lr: float = _f(2e-3, gt=0.0)
-    ensemble_weight: float = _f(1.0, gt=0.0)
+    base_channels: Int = Field(16, ge=1)
+    depth: Int = Field(4, ge=2, le=6)
+    crop_size: Size[Side8] = Field([96, 96, 96])
+    batch_size: Int = Field(8, ge=1)
+    samples_per_volume: Int = Field(64, ge=1)
+    max_epochs: Int = Field(12, ge=1)
+    lr: Float = Field(2e-3, gt=0.0)
+    ensemble_weight: Float = Field(1.0, gt=0.0)
 
 
-@dataclass
+@dataclass(config=_STRICT)
 class TrainConfig:
     """Optimisation, schedule, checkpoints and tracking of ``vesselseg train``."""
 
-    out_dir: str = "models"
+    out_dir: Str = "models"
     optimizer: Literal["adam", "adamw"] = "adamw"
-    lr: float = _f(2e-3, gt=0.0)
-    weight_decay: float = _f(1e-4, ge=0.0)
+    lr: Float = Field(2e-3, gt=0.0)
+    weight_decay: Float = Field(1e-4, ge=0.0)
     lr_schedule: Literal["plateau", "cosine"] = "plateau"
-    lr_reduce_factor: float = _f(0.5, gt=0.0, lt=1.0)
-    lr_patience: int = _f(3, ge=0)
-    min_lr: float = _f(1e-6, ge=0.0)
-    warmup_epochs: int = _f(1, ge=0)
-    batch_size: int = _f(2, ge=1)
-    max_epochs: int = _f(14, ge=1)
-    precision: Literal["32", "bf16"] = "32"
+    lr_reduce_factor: Float = Field(0.5, gt=0.0, lt=1.0)
+    lr_patience: Int = Field(3, ge=0)
+    min_lr: Float = Field(1e-6, ge=0.0)
+    warmup_epochs: Int = Field(1, ge=0)
+    batch_size: Int = Field(2, ge=1)
+    max_epochs: Int = Field(14, ge=1)
+    precision: Precision = "32"
     accelerator: Literal["auto", "cpu", "gpu", "cuda"] = "auto"
-    devices: int = _f(1, ge=1)
-    num_nodes: int = _f(1, ge=1)
-    seed: int = _f(0, ge=0)
-    dice_weight: float = _f(1.0, ge=0.0)
-    bce_weight: float = _f(1.0, ge=0.0)
-    monitor: str = "val_dice"
+    devices: Int = Field(1, ge=1)
+    num_nodes: Int = Field(1, ge=1)
+    seed: Int = Field(0, ge=0)
+    dice_weight: Float = Field(1.0, ge=0.0)
+    bce_weight: Float = Field(1.0, ge=0.0)
+    monitor: Str = "val_dice"
     monitor_mode: Literal["max", "min"] = "max"
-    experiment: str = "vesselseg"
-    run_name: str = ""
-    overlay_every_n_epochs: int = _f(5, ge=0)
+    experiment: Str = "vesselseg"
+    run_name: Str = ""
+    overlay_every_n_epochs: Int = Field(5, ge=0)
 
 
-@dataclass
+@dataclass(config=_STRICT)
 class InferConfig:
     """Streamed sliding-window inference (``vesselseg predict``)."""
 
-    tile_size: int | Triple = _f([48, 48, 48], ge=8)
-    overlap: float = _f(0.25, ge=0.0, lt=1.0)
-    border: int = _f(0, ge=0)
+    tile_size: Size[Side8] = Field([48, 48, 48])
+    overlap: Float = Field(0.25, ge=0.0, lt=1.0)
+    border: Int = Field(0, ge=0)
     blend: Literal["gaussian", "constant"] = "gaussian"
-    batch_size: int = _f(2, ge=1)
-    tta: bool = False
-    precision: Literal["32", "bf16"] = "32"
-    threshold: float = _f(0.5, gt=0.0, lt=1.0)
+    batch_size: Int = Field(2, ge=1)
+    tta: Bool = False
+    precision: Precision = "32"
+    threshold: Float = Field(0.5, gt=0.0, lt=1.0)
     prob_dtype: Literal["float32", "float16", "uint8"] = "float32"
     out_format: Literal["npy", "zarr", "tiff"] = "npy"
     naming: Literal["default", "seed"] = "default"
-    out_dir: str = "predictions"
+    out_dir: Str = "predictions"
 
 
-@dataclass
+@dataclass(config=_STRICT)
 class PseudoConfig:
     """Pseudo labels from confident predictions (``vesselseg pseudo``) and stage-2 training:
     ``mix_ratio`` of its crops come from pseudo-labelled volumes, and it fine-tunes stage 1
     (``train --init``) for ``finetune_epochs`` at ``finetune_lr``."""
 
-    in_dir: str = "data/raw/unlabelled"
-    out_dir: str = "data/pseudo"
-    hi: float = _f(0.9, gt=0.0, lt=1.0)
-    lo: float = _f(0.02, gt=0.0, lt=1.0)
-    min_component_voxels: int = _f(0, ge=0)
-    mix_ratio: float = _f(0.25, ge=0.0, le=1.0)
-    finetune_epochs: int = _f(6, ge=1)
-    finetune_lr: float = _f(5e-4, gt=0.0)
+    in_dir: Str = "data/raw/unlabelled"
+    out_dir: Str = "data/pseudo"
+    hi: Float = Field(0.9, gt=0.0, lt=1.0)
+    lo: Float = Field(0.02, gt=0.0, lt=1.0)
+    min_component_voxels: Int = Field(0, ge=0)
+    mix_ratio: Float = Field(0.25, ge=0.0, le=1.0)
+    finetune_epochs: Int = Field(6, ge=1)
+    finetune_lr: Float = Field(5e-4, gt=0.0)
+
+    @model_validator(mode="after")
+    def _band(self) -> PseudoConfig:
+        if self.lo >= self.hi:
+            raise ValueError("{lo} must be < {hi}")
+        return self
 
 
-@dataclass
+@dataclass(config=_STRICT)
 class TuneConfig:
     """Optuna search space and study settings (``vesselseg tune``)."""
 
-    n_trials: int = _f(8, ge=1)
-    timeout: int = _f(0, ge=0)
-    jobs: int = _f(1, ge=1)
-    study: str = "vesselseg"
-    storage: str = ""
+    n_trials: Int = Field(8, ge=1)
+    timeout: Int = Field(0, ge=0)
+    jobs: Int = Field(1, ge=1)
+    study: Str = "vesselseg"
+    storage: Str = ""
     pruner: Literal["median", "hyperband", "none"] = "median"
-    crop_sizes: list[int] = _f([32, 48, 64], ge=8)
-    lr_min: float = _f(1e-4, gt=0.0)
-    lr_max: float = _f(1e-2, gt=0.0)
-    schedules: list[str] = _f(["plateau", "cosine"])
-    batch_sizes: list[int] = _f([1, 2, 4], ge=1)
-    max_epochs: int = _f(4, ge=1)
-    min_lr_ratios: list[float] = _f([0.001, 0.01], gt=0.0, le=1.0)
-    plateau_factor_min: float = _f(0.2, gt=0.0, lt=1.0)
-    plateau_factor_max: float = _f(0.7, gt=0.0, lt=1.0)
-    plateau_patiences: list[int] = _f([1, 2, 3], ge=0)
-    warmup_epochs: list[int] = _f([0, 1, 2], ge=0)
-    startup_trials: int = _f(4, ge=0)
-    pruner_warmup_epochs: int = _f(1, ge=0)
-    seed: int = _f(0, ge=0)
-    out_dir: str = "tuning"
+    crop_sizes: List[Side8] = Field([32, 48, 64])
+    lr_min: Float = Field(1e-4, gt=0.0)
+    lr_max: Float = Field(1e-2, gt=0.0)
+    schedules: List[Literal["plateau", "cosine"]] = Field(["plateau", "cosine"])
+    batch_sizes: List[Annotated[Int, Field(ge=1)]] = Field([1, 2, 4])
+    max_epochs: Int = Field(4, ge=1)
+    min_lr_ratios: List[Annotated[Float, Field(gt=0.0, le=1.0)]] = Field([0.001, 0.01])
+    plateau_factor_min: Float = Field(0.2, gt=0.0, lt=1.0)
+    plateau_factor_max: Float = Field(0.7, gt=0.0, lt=1.0)
+    plateau_patiences: List[Annotated[Int, Field(ge=0)]] = Field([1, 2, 3])
+    warmup_epochs: List[Annotated[Int, Field(ge=0)]] = Field([0, 1, 2])
+    startup_trials: Int = Field(4, ge=0)
+    pruner_warmup_epochs: Int = Field(1, ge=0)
+    seed: Int = Field(0, ge=0)
+    out_dir: Str = "tuning"
+
+    @model_validator(mode="after")
+    def _lr_range(self) -> TuneConfig:
+        if self.lr_min > self.lr_max:
+            raise ValueError("{lr_min} must be <= {lr_max}")
+        return self
 
 
-@dataclass
+@dataclass(config=_STRICT)
 class RegisterConfig:
     """MLflow Model Registry (``vesselseg register``)."""
 
-    name: str = "vesselseg"
-    alias: str = "challenger"
-    champion_alias: str = "champion"
-    metric: str = "dice"
+    name: Str = "vesselseg"
+    alias: Str = "challenger"
+    champion_alias: Str = "champion"
+    metric: Str = "dice"
 
 
-@dataclass
+@dataclass(config=_STRICT)
 class Params:
     """All of ``params.yaml``: one section per stage."""
 
-    synth: SynthConfig = field(default_factory=SynthConfig)
-    data: DataConfig = field(default_factory=DataConfig)
-    model: ModelConfig = field(default_factory=ModelConfig)
-    multiview: MultiviewConfig = field(default_factory=MultiviewConfig)
-    train: TrainConfig = field(default_factory=TrainConfig)
-    infer: InferConfig = field(default_factory=InferConfig)
-    pseudo: PseudoConfig = field(default_factory=PseudoConfig)
-    tune: TuneConfig = field(default_factory=TuneConfig)
-    register: RegisterConfig = field(default_factory=RegisterConfig)
+    synth: SynthConfig = Field(default_factory=SynthConfig)
+    data: DataConfig = Field(default_factory=DataConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    multiview: MultiviewConfig = Field(default_factory=MultiviewConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    infer: InferConfig = Field(default_factory=InferConfig)
+    pseudo: PseudoConfig = Field(default_factory=PseudoConfig)
+    tune: TuneConfig = Field(default_factory=TuneConfig)
+    register: RegisterConfig = Field(default_factory=RegisterConfig)
 
 
 # --------------------------------------------------------------------------- loading
@@ -240,7 +285,8 @@ def load_params(path: str | Path = "params.yaml", overrides: list[str] | None = 
 
 
 def params_from_dict(raw: Any, source: str = "params", strict: bool = True) -> Params:
-    """Build :class:`Params` from a nested dict; ``strict`` requires every key to be present."""
+    """Build :class:`Params` from a nested dict; ``strict`` requires every key to be present
+    (otherwise a missing key takes its default). Unknown keys are refused either way."""
     return _build(Params, raw, prefix="", source=source, strict=strict)
 
 
@@ -256,18 +302,15 @@ def params_to_dict(params: Any) -> dict[str, Any]:
 
 def flatten(params: Any) -> dict[str, Any]:
     """``{"train.lr": 0.001, ...}`` for logging as MLflow params."""
-    out: dict[str, Any] = {}
 
-    def walk(obj: Any, prefix: str) -> None:
-        for key, value in obj.items():
-            name = f"{prefix}{key}"
+    def walk(data: dict[str, Any], prefix: str) -> Iterator[tuple[str, Any]]:
+        for key, value in data.items():
             if isinstance(value, dict):
-                walk(value, name + ".")
+                yield from walk(value, f"{prefix}{key}.")
             else:
-                out[name] = value
+                yield f"{prefix}{key}", value
 
-    walk(params_to_dict(params), "")
-    return out
+    return dict(walk(params_to_dict(params), ""))
 
 
 def apply_overrides(params: Params, overrides: list[str]) -> Params:
@@ -302,7 +345,7 @@ def with_values(params: Params, values: dict[str, Any]) -> Params:
         if value is None:
             continue
         section, name = key.split(".")
-        data[section][name] = list(value) if isinstance(value, tuple) else value
+        data[section][name] = value  # a tuple validates as a list
     return params_from_dict(data, source="option", strict=True)
 
 
@@ -334,126 +377,73 @@ def as_triple(value: int | list[int]) -> tuple[int, int, int]:
 
 # --------------------------------------------------------------------------- validation
 
+_BOUNDS = {"ge": ">=", "gt": ">", "le": "<=", "lt": "<"}
+
 
 def _build(cls: type, raw: Any, prefix: str, source: str, strict: bool) -> Any:
-    where = prefix.rstrip(".") or "top level"
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{source}: {where} must be a mapping, got {type(raw).__name__}")
-    hints = typing.get_type_hints(cls)
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = sorted(set(raw) - set(fields))
-    if unknown:
-        raise ConfigError(f"{source}: unknown key {prefix}{unknown[0]}")
-    kwargs: dict[str, Any] = {}
-    for name, fld in fields.items():
-        key = f"{prefix}{name}"
-        if name not in raw:
-            if strict:
-                raise ConfigError(f"{source}: missing key {key}")
-            continue
-        hint = hints[name]
-        if dataclasses.is_dataclass(hint):
-            kwargs[name] = _build(hint, raw[name], key + ".", source, strict)
-        else:
-            value = _coerce(raw[name], hint, key, source)
-            _check_range(value, fld.metadata, key, source)
-            kwargs[name] = value
-    obj = cls(**kwargs)
-    _check_relations(obj, prefix, source)
+    try:
+        obj = pydantic.TypeAdapter(cls).validate_python(raw)
+    except pydantic.ValidationError as exc:
+        raise ConfigError(f"{source}: {_describe(exc, cls, raw, prefix)}") from None
+    if strict and (key := _missing_key(cls, raw, prefix)):
+        raise ConfigError(f"{source}: missing key {key}")
     return obj
 
 
+def _missing_key(cls: type, raw: dict[str, Any], prefix: str) -> str | None:
+    for name, hint in typing.get_type_hints(cls).items():
+        if name not in raw:
+            return prefix + name
+        if dataclasses.is_dataclass(hint) and (key := _missing_key(hint, raw[name], name + ".")):
+            return prefix + key
+    return None
+
+
+def _describe(exc: pydantic.ValidationError, cls: type, raw: Any, prefix: str) -> str:
+    """One line for the first failing key. Of its errors (one per member of a union) the
+    deepest: ``[4, 4, 4]`` for a size fails as ``>= 8`` rather than as "not an int"."""
+    errors = exc.errors()
+    first = _path(cls, errors[0]["loc"])[0]
+    same_key = [e for e in errors if _path(cls, e["loc"])[0] == first]
+    error = max(same_key, key=lambda e: len(e["loc"]))
+    names, hint = _path(cls, error["loc"])
+    key, ctx = prefix + ".".join(names), error.get("ctx", {})
+    if error["type"] in ("unexpected_keyword_argument", "invalid_key"):
+        return f"unknown key {key}{'.' if names else ''}{error['loc'][len(names)]}"
+    if error["type"] == "value_error":  # a relation within section ``hint``
+        section = f"{key}." if names else prefix
+        return str(ctx["error"]).format(**{n: section + n for n in typing.get_type_hints(hint)})
+    value = raw
+    for name in names:
+        value = value[name]
+    for bound, sign in _BOUNDS.items():
+        if bound in ctx:
+            return f"{key} must be {sign} {ctx[bound]}, got {value!r}"
+    if dataclasses.is_dataclass(hint):
+        return f"{key.rstrip('.') or 'top level'} must be a mapping, got {type(value).__name__}"
+    return f"{key} must be {_type_name(hint)}, got {value!r}"
+
+
+def _path(cls: type, loc: tuple[int | str, ...]) -> tuple[list[str], Any]:
+    """The field names that ``loc`` starts with (not list indices or union members) and the
+    type of the last one, without its ``Annotated`` constraints."""
+    names: list[str] = []
+    hint: Any = cls
+    for item in loc:
+        hints = typing.get_type_hints(hint) if dataclasses.is_dataclass(hint) else {}
+        if item not in hints:
+            break
+        names.append(str(item))
+        hint = hints[item]
+    return names, hint
+
+
 def _type_name(hint: Any) -> str:
-    origin = typing.get_origin(hint)
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
     if origin is Literal:
-        return "one of " + ", ".join(repr(a) for a in typing.get_args(hint))
-    if origin in (Union, types.UnionType):
-        return " or ".join(_type_name(a) for a in typing.get_args(hint))
+        return "one of " + ", ".join(repr(a) for a in args)
     if origin is list:
-        (inner,) = typing.get_args(hint)
-        return f"a list of {_type_name(inner)}"
+        return f"a list of {_type_name(args[0])}"
+    if args:  # a union
+        return " or ".join(_type_name(a) for a in args)
     return getattr(hint, "__name__", str(hint))
-
-
-def _coerce(value: Any, hint: Any, key: str, source: str) -> Any:
-    """Return ``value`` as ``hint`` or raise a ConfigError naming ``key``."""
-    result = _try_coerce(value, hint)
-    if result is _FAIL:
-        raise ConfigError(f"{source}: {key} must be {_type_name(hint)}, got {value!r}")
-    return result
-
-
-_FAIL = object()
-
-
-def _try_coerce(value: Any, hint: Any) -> Any:
-    origin = typing.get_origin(hint)
-    if origin is Literal:
-        choices = typing.get_args(hint)
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            value = str(value)  # precision: 32 in YAML means "32"
-        return value if value in choices else _FAIL
-    if origin in (Union, types.UnionType):
-        for option in typing.get_args(hint):
-            result = _try_coerce(value, option)
-            if result is not _FAIL:
-                return result
-        return _FAIL
-    if origin is list:
-        (inner,) = typing.get_args(hint)
-        if not isinstance(value, (list, tuple)):
-            return _FAIL
-        items = [_try_coerce(v, inner) for v in value]
-        if any(i is _FAIL for i in items):
-            return _FAIL
-        if hint is Triple and len(items) != 3:
-            return _FAIL
-        return items
-    if hint is bool:
-        return value if isinstance(value, bool) else _FAIL
-    if hint is int:
-        return value if isinstance(value, int) and not isinstance(value, bool) else _FAIL
-    if hint is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            return _FAIL
-        return float(value)
-    if hint is str:
-        return value if isinstance(value, str) else _FAIL
-    return _FAIL
-
-
-def _check_range(value: Any, checks: Any, key: str, source: str) -> None:
-    values = value if isinstance(value, list) else [value]
-    for v in values:
-        if not isinstance(v, (int, float)) or isinstance(v, bool):
-            continue
-        if "ge" in checks and not v >= checks["ge"]:
-            raise ConfigError(f"{source}: {key} must be >= {checks['ge']}, got {value!r}")
-        if "gt" in checks and not v > checks["gt"]:
-            raise ConfigError(f"{source}: {key} must be > {checks['gt']}, got {value!r}")
-        if "le" in checks and not v <= checks["le"]:
-            raise ConfigError(f"{source}: {key} must be <= {checks['le']}, got {value!r}")
-        if "lt" in checks and not v < checks["lt"]:
-            raise ConfigError(f"{source}: {key} must be < {checks['lt']}, got {value!r}")
-
-
-def _check_relations(obj: Any, prefix: str, source: str) -> None:
-    """Checks that involve two fields of one section."""
-    if isinstance(obj, SynthConfig) and obj.min_radius > obj.max_radius:
-        raise ConfigError(f"{source}: {prefix}min_radius must be <= {prefix}max_radius")
-    if isinstance(obj, DataConfig):
-        if len(obj.percentiles) != 2 or obj.percentiles[0] >= obj.percentiles[1]:
-            raise ConfigError(f"{source}: {prefix}percentiles must be [low, high] with low < high")
-    if isinstance(obj, ModelConfig):
-        if obj.context % 2 == 0:
-            raise ConfigError(f"{source}: {prefix}context must be odd, got {obj.context}")
-        if not obj.views or len(set(obj.views)) != len(obj.views):
-            raise ConfigError(f"{source}: {prefix}views must be distinct axes among z, y, x")
-    if isinstance(obj, PseudoConfig) and obj.lo >= obj.hi:
-        raise ConfigError(f"{source}: {prefix}lo must be < {prefix}hi")
-    if isinstance(obj, TuneConfig):
-        if obj.lr_min > obj.lr_max:
-            raise ConfigError(f"{source}: {prefix}lr_min must be <= {prefix}lr_max")
-        bad = [s for s in obj.schedules if s not in ("plateau", "cosine")]
-        if bad:
-            raise ConfigError(f"{source}: {prefix}schedules: unknown schedule {bad[0]!r}")
