@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip install -q --disable-pip-version-check
 BIN := $(VENV)/bin
 
-.PHONY: run test install install-dev bench lint clean
+.PHONY: run test test-fast install install-dev bench lint clean
 
 $(PY):
 	python3 -m venv $(VENV)
@@ -32,11 +32,17 @@ run: install
 test: install-dev
 	$(PY) -m pytest
 
+# Quick feedback while developing: everything but the end-to-end tests marked slow (DDP,
+# parallel tuning, SIGKILL crash recovery, the DVC pipeline, a real tracking server).
+test-fast: install-dev
+	$(PY) -m pytest -m "not slow"
+
 bench: install-dev
 	$(PY) benchmarks/run_all.py
 
 lint: install-dev
 	$(BIN)/ruff check vesselseg tests benchmarks cli.py
+	$(BIN)/ruff format --check vesselseg tests benchmarks cli.py
 
 clean:
 	rm -rf data models predictions plots metrics.json dvc.lock .cache

@@ -119,6 +119,7 @@ def test_shard_parsing() -> None:
 # --------------------------------------------------------------------------- DDP
 
 
+@pytest.mark.slow
 def test_two_process_ddp_on_cpu(tiny_dataset: Path, tmp_path: Path) -> None:
     """``--set train.devices=2`` on CPU: Lightning's DDP (gloo) re-runs the command for rank 1.
     One model bundle, checkpoints, and exactly one MLflow run (rank 0's) come out."""

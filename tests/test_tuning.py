@@ -99,6 +99,7 @@ class RecordedBar:
         yield self.advanced.append
 
 
+@pytest.mark.slow
 def test_parallel_study_prunes_a_bad_trial_resumes_and_writes_tuned_params(
     tiny_dataset: Path, trained_project: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -167,6 +168,7 @@ def test_parallel_study_prunes_a_bad_trial_resumes_and_writes_tuned_params(
     assert children[4].info.status == "KILLED"
 
 
+@pytest.mark.slow
 def test_a_failing_trial_is_marked_failed_and_the_study_goes_on(
     tiny_dataset: Path, trained_project: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
