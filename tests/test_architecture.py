@@ -49,13 +49,11 @@ KNOWN_BACKWARDS = {
     "vesselseg.inference.network -> vesselseg.registry",
     "vesselseg.pseudo -> vesselseg.evaluation",
     "vesselseg.pseudo -> vesselseg.registry",
-    "vesselseg.training.fit -> vesselseg.registry",
 }
-KNOWN_STRAYS = {"vesselseg.tracking"}
+KNOWN_STRAYS: set[str] = set()
 KNOWN_BIG = {
     "vesselseg.cli",
     "vesselseg.config",
-    "vesselseg.registry",
     "vesselseg.tuning",
     "vesselseg.inference.predictor",
 }

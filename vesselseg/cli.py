@@ -357,14 +357,16 @@ def train(
     if multiview:  # the multiview section first, then the options given here
         p = multiview_params(p)
     p = with_values(p, values)
+    from vesselseg.registry import resolve_model
     from vesselseg.training.fit import train_model
 
     result = train_model(
         p,
         out or Path(p.train.out_dir) / "model.pt",
         resume=resume,
+        tags={"init_from": init} if init else None,
         pseudo_dir=pseudo,
-        init=init,
+        init=resolve_model(init) if init and not resume else None,  # a registry URI: downloaded
     )
     if any(os.environ.get(k, "0") != "0" for k in RANK_VARIABLES):
         return  # DDP: rank 0 reports
