@@ -49,11 +49,9 @@ KNOWN_BACKWARDS = {
     "vesselseg.inference.network -> vesselseg.registry",
     "vesselseg.pseudo -> vesselseg.evaluation",
     "vesselseg.pseudo -> vesselseg.registry",
-    "vesselseg.training.fit -> vesselseg.registry",
 }
-KNOWN_STRAYS = {"vesselseg.tracking"}
+KNOWN_STRAYS: set[str] = set()
 KNOWN_BIG = {
-    "vesselseg.registry",
     "vesselseg.inference.predictor",
 }
 

@@ -79,6 +79,92 @@ def champion(store: Path) -> Path:
     return model
 
 
+# --------------------------------------------------------------------------- promotion rule
+# (pure: no MLflow store, no MLflow import)
+
+
+def test_decide_first_version_is_champion() -> None:
+    from vesselseg.config import RegisterConfig
+    from vesselseg.registry.promote import decide
+
+    first = decide(None, None, RegisterConfig(), champion_version=None)
+    assert first.promote and first.reason == "no champion yet; this version is the champion"
+
+
+def test_decide_higher_wins_ties_keep() -> None:
+    from vesselseg.config import RegisterConfig
+    from vesselseg.registry.promote import decide
+
+    rule = RegisterConfig()
+    better = decide(0.6, 0.5, rule, "1")
+    assert better.promote and better.reason == "dice 0.6000 vs champion version 1's 0.5000"
+    tie = decide(0.5, 0.5, rule, "1")
+    assert not tie.promote and "(must be higher); --force promotes anyway" in tie.reason
+    worse = decide(0.4, 0.5, rule, "3")
+    assert not worse.promote and worse.reason.startswith("dice 0.4000 vs champion version 3's")
+
+
+def test_decide_missing_values_and_force() -> None:
+    from vesselseg.config import RegisterConfig
+    from vesselseg.registry.promote import decide
+
+    rule = RegisterConfig(metric="cldice", champion_alias="best")
+    no_value = decide(None, 0.5, rule, "2")
+    assert not no_value.promote
+    assert no_value.reason == (
+        "no cldice to compare (cldice n/a vs best version 2's 0.5000); use --metrics or --force"
+    )
+    unscored_champion = decide(0.1, None, rule, "2")
+    assert unscored_champion.promote and unscored_champion.reason.endswith("2's n/a")
+    forced = decide(0.1, 0.9, rule, "2", force=True)
+    assert forced.promote and forced.reason == "--force (cldice 0.1000 vs best version 2's 0.9000)"
+    assert decide(None, None, rule, "2", force=True).promote
+
+
+def test_promote_does_not_import_mlflow() -> None:
+    code = (
+        "import sys; from vesselseg.config import RegisterConfig; "
+        "from vesselseg.registry.promote import decide; "
+        "assert decide(0.2, 0.1, RegisterConfig(), '1').promote; "
+        "assert 'mlflow' not in sys.modules, 'mlflow imported'"
+    )
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+
+
+def test_keep_global_tracking_uri_restores_unset_and_set(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import mlflow
+
+    from vesselseg import tracking
+
+    mlflow.set_tracking_uri(None)  # nothing set process-wide: MLflow follows the variable
+    env_uri = f"sqlite:///{tmp_path / 'env.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", env_uri)
+    with tracking.use_tracking_uri(f"sqlite:///{tmp_path / 'other.db'}"):
+        assert mlflow.get_tracking_uri().endswith("other.db")
+    assert os.environ["MLFLOW_TRACKING_URI"] == env_uri
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'later.db'}")
+    assert mlflow.get_tracking_uri().endswith("later.db")  # still unset: follows the variable
+    monkeypatch.delenv("MLFLOW_TRACKING_URI")
+
+    pinned = f"sqlite:///{tmp_path / 'pinned.db'}"
+    mlflow.set_tracking_uri(pinned)
+    try:
+        with tracking.keep_global_tracking_uri():
+            mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'lightning.db'}")
+        assert mlflow.get_tracking_uri() == pinned
+        assert os.environ["MLFLOW_TRACKING_URI"] == pinned  # as set_tracking_uri left it
+    finally:
+        mlflow.set_tracking_uri(None)
+        os.environ.pop("MLFLOW_TRACKING_URI", None)
+
+
+# --------------------------------------------------------------------------- real stores
+
+
 def test_promotion_rule(store: Path) -> None:
     from vesselseg import tracking
     from vesselseg.provenance import sha256_file
@@ -99,8 +185,9 @@ def test_promotion_rule(store: Path) -> None:
     def champion_version() -> str:
         return str(client.get_model_version_by_alias("promo", "champion").version)
 
-    r1 = register_model(a, write_metrics(store / "m1.json", 0.5), name="promo", params=params(),
-                        dvc_lock=lock)
+    r1 = register_model(
+        a, write_metrics(store / "m1.json", 0.5), name="promo", params=params(), dvc_lock=lock
+    )
     assert (r1.version, r1.promoted, r1.aliases) == ("1", True, ["challenger", "champion"])
     assert r1.run_id == run_id  # logged into the model's own training run
     v1 = client.get_model_version("promo", "1")
@@ -185,8 +272,13 @@ def test_pyfunc_predicts_like_the_checkpoint(store: Path, champion: Path) -> Non
     from vesselseg.inference.run import predict_path
 
     vol = store / "vol.npy"
-    predict_path(vol, champion, store / "pyfunc_ref", InferConfig(tile_size=[16, 16, 16]),
-                 show_progress=False)
+    predict_path(
+        vol,
+        champion,
+        store / "pyfunc_ref",
+        InferConfig(tile_size=[16, 16, 16]),
+        show_progress=False,
+    )
     expected = np.load(store / "pyfunc_ref" / "vol.model.prob.npy")
     path_before = list(sys.path)
     try:
@@ -224,6 +316,27 @@ def test_embedded_default_store(store: Path, monkeypatch: pytest.MonkeyPatch) ->
     assert (store / "cache" / "embedded" / "v1" / "artifacts" / "model.pt").is_file()
 
 
+def test_train_init_from_registry(store: Path, champion: Path, tiny_dataset: Path) -> None:
+    """``train --init models:/…``: the CLI resolves the URI (download into the cache) and
+    training starts from those weights; the run records the URI it came from."""
+    from helpers import TINY_TRAIN
+
+    from vesselseg import tracking
+    from vesselseg.bundle import load_bundle
+
+    settings = [a for s in TINY_TRAIN for a in ("--set", s)] + ["--set", "model.base_channels=2"]
+    out = store / "finetuned" / "model.pt"
+    args = ["train", "--data-dir", str(tiny_dataset), "--max-epochs", "1", "--out", str(out)]
+    result = runner.invoke(app, [*args, "--init", "models:/vesselseg@champion", *settings])
+    assert result.exit_code == 0, result.output
+    _, meta = load_bundle(out)
+    run = tracking.client().get_run(meta.info["run_id"])
+    assert run.data.tags["init_from"] == "models:/vesselseg@champion"
+    assert meta.info["init_from"] == "models:/vesselseg@champion"
+    bad = runner.invoke(app, [*args, "--init", "models:/vesselseg@nope", *settings])
+    assert bad.exit_code == 2 and "has no alias 'nope'" in bad.output
+
+
 def test_models_lists_versions(store: Path, champion: Path) -> None:
     result = runner.invoke(app, ["models"])
     assert result.exit_code == 0, result.output
@@ -242,10 +355,22 @@ def test_registry_errors_exit_2(store: Path, champion: Path) -> None:
         (["predict", vol, "--model", "models:/vesselseg"], "expected models:/NAME@ALIAS"),
         (["predict", vol, "--model", str(store / "missing.pt")], "no such model file"),
         (["models", "--name", "nosuch"], "no registered model 'nosuch'"),
-        (["register", "--model", str(champion), "--metrics", str(store / "nope.json")],
-         "no such metrics file"),
-        (["register", "--model", str(champion), "--metric", "hd95",
-          "--metrics", str(store / "first" / "metrics.json")], "no numeric metric 'hd95'"),
+        (
+            ["register", "--model", str(champion), "--metrics", str(store / "nope.json")],
+            "no such metrics file",
+        ),
+        (
+            [
+                "register",
+                "--model",
+                str(champion),
+                "--metric",
+                "hd95",
+                "--metrics",
+                str(store / "first" / "metrics.json"),
+            ],
+            "no numeric metric 'hd95'",
+        ),
         (["register", "--model", str(champion), "--alias", "champion"], "both 'champion'"),
     ]
     for args, message in cases:
@@ -288,14 +413,30 @@ def test_real_tracking_server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
     env.update(MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false", MLFLOW_DISABLE_TELEMETRY="true")
     log = tmp_path / "server.log"
     command = [
-        sys.executable, "-m", "mlflow", "server",
-        "--backend-store-uri", f"sqlite:///{tmp_path / 'mlflow.db'}",
-        "--artifacts-destination", str(tmp_path / "artifacts"),
-        "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
+        sys.executable,
+        "-m",
+        "mlflow",
+        "server",
+        "--backend-store-uri",
+        f"sqlite:///{tmp_path / 'mlflow.db'}",
+        "--artifacts-destination",
+        str(tmp_path / "artifacts"),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--workers",
+        "1",
     ]
     with open(log, "wb") as out:
-        proc = subprocess.Popen(command, env=env, cwd=tmp_path, stdout=out,
-                                stderr=subprocess.STDOUT, start_new_session=True)
+        proc = subprocess.Popen(
+            command,
+            env=env,
+            cwd=tmp_path,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
     try:
         wait_healthy(f"http://127.0.0.1:{port}/health", proc, log)
         monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://127.0.0.1:{port}")
@@ -315,8 +456,9 @@ def test_real_tracking_server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
         args = ["predict", str(vol), "--model", "models:/vesselseg@champion", *TILE]
         result = runner.invoke(app, [*args, "--save-dir", str(tmp_path / "served")])
         assert result.exit_code == 0, result.output
-        predict_path(vol, model, tmp_path / "ckpt", InferConfig(tile_size=[16, 16, 16]),
-                     show_progress=False)
+        predict_path(
+            vol, model, tmp_path / "ckpt", InferConfig(tile_size=[16, 16, 16]), show_progress=False
+        )
         for kind in ("prob", "mask"):
             name = f"vol.model.{kind}.npy"
             served, ckpt = tmp_path / "served" / name, tmp_path / "ckpt" / name

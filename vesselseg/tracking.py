@@ -1,4 +1,8 @@
-"""MLflow: where runs go, experiment set-up, artifacts. The only module that imports mlflow.
+"""MLflow: where runs go, experiment set-up, runs, artifacts.
+
+A leaf service: it imports mlflow (inside functions) and the standard library only, so every
+stage that records a run may use it. Lightning's MLflow logger lives in
+:mod:`vesselseg.training.logger`; the Model Registry in :mod:`vesselseg.registry`.
 
 Default store: SQLite under ``mlruns/mlflow.db`` with artifacts in ``mlruns/artifacts``
 (the plain ``./mlruns`` file store is deprecated in MLflow 3). ``MLFLOW_TRACKING_URI`` selects
@@ -59,44 +63,48 @@ def ensure_experiment(name: str, root: str | Path | None = None) -> str:
     return client.create_experiment(name, artifact_location=location)
 
 
+def _global_tracking_uri() -> str | None:
+    """MLflow's process-wide tracking URI (``mlflow.set_tracking_uri``), or None when only
+    ``$MLFLOW_TRACKING_URI`` or the default applies. ``set_tracking_uri`` also sets the variable,
+    so the public ``is_tracking_uri_set`` is asked with the variable out of the way."""
+    import mlflow
+
+    env = os.environ.pop("MLFLOW_TRACKING_URI", None)
+    try:
+        return mlflow.get_tracking_uri() if mlflow.is_tracking_uri_set() else None
+    finally:
+        if env is not None:
+            os.environ["MLFLOW_TRACKING_URI"] = env
+
+
 @contextmanager
 def keep_global_tracking_uri() -> Iterator[None]:
     """Restore MLflow's process-wide tracking URI and ``$MLFLOW_TRACKING_URI`` on exit:
     Lightning's ``MLFlowLogger`` calls ``mlflow.set_tracking_uri``, which would otherwise leave
     a notebook (or the next run in the same process) pointed at this run's store."""
     import mlflow
-    from mlflow.tracking._tracking_service import utils
 
-    old, env = getattr(utils, "_tracking_uri", None), os.environ.get("MLFLOW_TRACKING_URI")
+    old, env = _global_tracking_uri(), os.environ.get("MLFLOW_TRACKING_URI")
     try:
         yield
     finally:
-        mlflow.set_tracking_uri(old)
+        mlflow.set_tracking_uri(old)  # None unsets it: MLflow follows the variable again
         if env is None:
             os.environ.pop("MLFLOW_TRACKING_URI", None)
         else:
             os.environ["MLFLOW_TRACKING_URI"] = env
 
 
-def lightning_logger(
-    experiment: str,
-    run_name: str | None,
-    run_id: str | None = None,
-    tags: dict[str, str] | None = None,
-    root: str | Path | None = None,
-) -> Any:
-    """A Lightning ``MLFlowLogger`` on our store; ``run_id`` continues an existing run."""
-    from pytorch_lightning.loggers import MLFlowLogger
+@contextmanager
+def use_tracking_uri(uri: str) -> Iterator[None]:
+    """Point MLflow's fluent API (``mlflow.start_run``, ``log_model``, a registry version's
+    ``models:/m-<id>`` source) at ``uri`` for the block; restore the global URI and
+    ``$MLFLOW_TRACKING_URI`` after."""
+    import mlflow
 
-    ensure_experiment(experiment, root)
-    return MLFlowLogger(
-        experiment_name=experiment,
-        run_name=run_name or None,
-        run_id=run_id,
-        tracking_uri=tracking_uri(root),
-        tags=tags,
-        log_model=False,
-    )
+    with keep_global_tracking_uri():
+        mlflow.set_tracking_uri(uri)
+        yield
 
 
 def client(root: str | Path | None = None) -> Any:
@@ -126,6 +134,30 @@ def log_metrics(
         c.log_metric(run_id, key, float(value), step=step or 0)
 
 
+def reuse_or_start_run(
+    experiment: str,
+    run_id: str | None = None,
+    run_name: str | None = None,
+    tags: dict[str, str] | None = None,
+    root: str | Path | None = None,
+) -> tuple[str, bool]:
+    """``(run id, started)``: ``run_id`` untouched when this store has it (``started`` False),
+    else a new run in ``experiment`` named ``run_name`` with ``tags`` (``started`` True)."""
+    from mlflow.exceptions import MlflowException
+
+    c = client(root)
+    if run_id:
+        try:
+            c.get_run(run_id)
+        except MlflowException:
+            log.info("MLflow run %s is not in this store; starting a new one", run_id)
+        else:
+            return run_id, False
+    experiment_id = ensure_experiment(experiment, root)
+    run = c.create_run(experiment_id, run_name=run_name or None, tags=tags or {})
+    return run.info.run_id, True
+
+
 def start_run(
     experiment: str,
     run_name: str | None = None,
@@ -134,20 +166,11 @@ def start_run(
     run_id: str | None = None,
 ) -> str:
     """Create a run (status RUNNING) and return its id; ``run_id`` reopens it if it exists."""
-    from mlflow.exceptions import MlflowException
-
-    c = client(root)
-    if run_id:
-        try:
-            c.get_run(run_id)
-        except MlflowException:
-            log.info("MLflow run %s not found; starting a new one", run_id)
-        else:
-            c.update_run(run_id, status="RUNNING")
-            set_tags(run_id, tags or {}, root)
-            return run_id
-    experiment_id = ensure_experiment(experiment, root)
-    return c.create_run(experiment_id, run_name=run_name or None, tags=tags or {}).info.run_id
+    run_id, started = reuse_or_start_run(experiment, run_id, run_name, tags, root)
+    if not started:
+        client(root).update_run(run_id, status="RUNNING")
+        set_tags(run_id, tags or {}, root)
+    return run_id
 
 
 def end_run(run_id: str, status: str = "FINISHED", root: str | Path | None = None) -> None:
@@ -179,25 +202,10 @@ def log_evaluation(
     experiment: str = "vesselseg",
 ) -> str:
     """Log evaluation metrics and files to ``run_id`` when this store has it, else a new run."""
-    from mlflow.exceptions import MlflowException
-
     c = client(root)
-    if run_id is not None:
-        try:
-            c.get_run(run_id)
-        except MlflowException:
-            log.info("training run %s is not in this MLflow store: new evaluation run", run_id)
-            run_id = None
-    if run_id is None:
-        run = c.create_run(
-            ensure_experiment(experiment, root),
-            run_name="evaluate",
-            tags={"vesselseg.stage": "evaluate"},
-        )
-        run_id = run.info.run_id
-        finish = True
-    else:
-        finish = False
+    run_id, finish = reuse_or_start_run(
+        experiment, run_id, "evaluate", {"vesselseg.stage": "evaluate"}, root
+    )
     for key, value in metrics.items():
         c.log_metric(run_id, key, value)
     for path in files:

@@ -156,12 +156,12 @@ def train(
 
     p = load_params(params, overrides)
     p = with_values(multiview_params(p) if multiview else p, values)  # options win
-    if init is not None:  # a registry URI is downloaded here, at the top layer
-        from vesselseg.registry import resolve_model
+    from vesselseg.registry import resolve_model
 
-        init = str(resolve_model(init))
     out = out or Path(p.train.out_dir) / "model.pt"
-    result = train_model(p, out, resume=resume, pseudo_dir=pseudo, init=init)
+    local_init = resolve_model(init) if init and not resume else None  # a URI is downloaded
+    tags = {"init_from": init} if init else None
+    result = train_model(p, out, resume, tags, pseudo_dir=pseudo, init=local_init)
     if is_worker_rank():
         return  # DDP: rank 0 reports
     score = "n/a" if result.best_score is None else f"{result.best_score:.4f}"

@@ -58,11 +58,13 @@ def check_sizes(params: Params) -> None:
 
 
 def load_initial_weights(net: Any, source: str | Path, model_cfg: Any) -> None:
-    """Load the weights of the saved model ``source`` into ``net`` (same architecture)."""
-    from vesselseg.bundle import ModelFileError, load_bundle, load_weights
-    from vesselseg.registry import resolve_model
+    """Load the weights of the saved model file ``source`` into ``net`` (same architecture).
 
-    state, meta = load_bundle(resolve_model(str(source)))
+    ``source`` is a local file: a registry URI is resolved by the caller
+    (:func:`vesselseg.registry.resolve_model`, the CLI's ``train --init``)."""
+    from vesselseg.bundle import ModelFileError, load_bundle, load_weights
+
+    state, meta = load_bundle(source)
     if meta.model.get("name") != model_cfg.name:
         raise ModelFileError(
             f"--init {source}: a {meta.model.get('name')} model cannot start a {model_cfg.name}"
@@ -109,9 +111,11 @@ def train_model(
 
     ``extra_callbacks`` are added to the trainer's (e.g. the tuning pruning callback);
     ``pseudo_dir`` (from ``vesselseg pseudo``) adds pseudo-labelled volumes, drawn
-    ``pseudo.mix_ratio`` of the time (stage-2 training); ``init`` (a saved model of the same
-    architecture) gives the starting weights, e.g. fine-tuning stage 1 into stage 2. MLflow's
-    process-wide tracking URI is left as it was.
+    ``pseudo.mix_ratio`` of the time (stage-2 training); ``init`` (a local saved model file of
+    the same architecture; resolve a ``models:/`` URI first with
+    :func:`vesselseg.registry.resolve_model`) gives the starting weights, e.g. fine-tuning
+    stage 1 into stage 2; it is recorded as the run's ``init_from`` tag unless ``tags`` names
+    the source already. MLflow's process-wide tracking URI is left as it was.
     """
     from vesselseg import tracking
 
@@ -138,6 +142,7 @@ def _train(
     from vesselseg.models import build_model, is_slice_model
     from vesselseg.models.unet2d import axis_indices
     from vesselseg.training.callbacks import OverlayCallback, progress_callbacks
+    from vesselseg.training.logger import lightning_logger
     from vesselseg.training.module import VesselSegModule
 
     out = Path(out)
@@ -182,9 +187,9 @@ def _train(
     if pseudo_dir is not None:
         all_tags["pseudo_dir"] = str(pseudo_dir)
     if init is not None:
-        all_tags["init_from"] = str(init)
+        all_tags.setdefault("init_from", str(init))  # the CLI passes the URI it resolved
     all_tags.update(pipeline_tags())
-    logger = tracking.lightning_logger(
+    logger = lightning_logger(
         cfg.experiment, cfg.run_name or out.stem, run_id, all_tags, mlflow_root
     )
     if run_id is None:
