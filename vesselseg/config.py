@@ -50,6 +50,7 @@ class SynthConfig:
     n_test: Int = Field(2, ge=0)
     n_unlabelled: Int = Field(1, ge=0)
     shape: Size[Annotated[Int, Field(ge=16)]] = Field([96, 96, 96])
+    spacing: Size[Annotated[Float, Field(gt=0.0)]] = Field([1.0, 1.0, 1.0])  # um (z, y, x)
     seed: Int = Field(0, ge=0)
     format: Literal["npy", "tiff", "zarr"] = "npy"
     n_trees: Int = Field(3, ge=1)

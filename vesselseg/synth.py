@@ -66,6 +66,12 @@ class VolumePlan:
     waves: np.ndarray  # (k, 5): kz, ky, kx, phase, amplitude
     noise: float
     seed: int
+    spacing: tuple[float, float, float] = (1.0, 1.0, 1.0)  # (z, y, x) per voxel, in um
+
+    @property
+    def extent(self) -> tuple[float, float, float]:
+        """The physical size of the volume, ``shape * spacing``."""
+        return tuple(n * s for n, s in zip(self.shape, self.spacing))  # type: ignore[return-value]
 
 
 # --------------------------------------------------------------------------- the tree
@@ -98,14 +104,15 @@ def murray_split(radius: float, asymmetry: float) -> tuple[float, float, float, 
 
 
 def grow_tree(
-    shape: tuple[int, int, int],
+    shape: tuple[float, float, float],
     rng: np.random.Generator,
     n_trees: int,
     max_radius: float,
     min_radius: float,
     max_segments: int = 4000,
 ) -> list[Segment]:
-    """Grow ``n_trees`` vessel trees entering the volume from random faces."""
+    """Grow ``n_trees`` vessel trees entering a box of size ``shape`` (physical units) from
+    random faces."""
     size = np.asarray(shape, dtype=float)
     segments: list[Segment] = []
     stack: list[tuple[np.ndarray, np.ndarray, float]] = []
@@ -146,13 +153,26 @@ def grow_tree(
 
 
 def plan_volume(
-    shape: tuple[int, int, int], seed: int, cfg: SynthConfig, annotate: bool = True
+    shape: tuple[int, int, int],
+    seed: int,
+    cfg: SynthConfig,
+    annotate: bool = True,
+    spacing: tuple[float, float, float] | None = None,
 ) -> VolumePlan:
-    """Draw the tree, the contrast, the texture and the annotation patches of one volume."""
+    """Draw the tree, the contrast, the texture and the annotation patches of one volume.
+
+    Everything random is drawn in physical units (um) from the volume's extent
+    ``shape * spacing`` (``spacing`` defaults to ``cfg.spacing``), so the same seed and extent
+    give the same vessel tree at any voxel size: ``(96, 96, 96)`` at 1 um and ``(48, 48, 48)``
+    at 2 um hold the same vessels, rendered on different grids.
+    """
+    given = spacing or cfg.spacing
+    spacing = tuple(float(v) for v in (given if isinstance(given, (list, tuple)) else [given] * 3))
+    extent = tuple(n * v for n, v in zip(shape, spacing))
     rng = np.random.default_rng(seed)
-    scale = min(shape) / 96.0
+    scale = min(extent) / 96.0
     segments = grow_tree(
-        shape, rng, cfg.n_trees, cfg.max_radius * max(1.0, scale**0.5), cfg.min_radius
+        extent, rng, cfg.n_trees, cfg.max_radius * max(1.0, scale**0.5), cfg.min_radius
     )
     contrast = float(rng.uniform(0.25, 0.45) * rng.choice([-1.0, 1.0]))
     k = 6
@@ -163,8 +183,24 @@ def plan_volume(
             rng.uniform(0.01, 0.04, k),
         ]
     )
-    patches = _plan_patches(shape, segments, rng, cfg.annotated_fraction) if annotate else []
-    return VolumePlan(shape, segments, patches, contrast, waves, cfg.noise, seed)
+    grid = tuple(max(1, round(e)) for e in extent)  # patches are drawn on a 1 um grid
+    patches = _plan_patches(grid, segments, rng, cfg.annotated_fraction) if annotate else []
+    if annotate and spacing != (1.0, 1.0, 1.0):
+        patches = [_patch_on_grid(p, spacing, shape) for p in patches]
+    return VolumePlan(shape, segments, patches, contrast, waves, cfg.noise, seed, spacing)
+
+
+def _patch_on_grid(patch: Patch, spacing: tuple[float, ...], shape: tuple[int, ...]) -> Patch:
+    """A patch drawn on the 1 um grid, on the voxel grid of ``spacing``."""
+    others = [a for a in range(3) if a != patch.axis]
+
+    def to_voxels(value: float, axis: int) -> int:
+        return int(np.clip(round(value / spacing[axis]), 0, shape[axis]))
+
+    index = min(to_voxels(patch.index, patch.axis), shape[patch.axis] - 1)
+    lo = tuple(to_voxels(v, a) for v, a in zip(patch.lo, others))
+    hi = tuple(max(to_voxels(v, a), lo_v + 1) for v, a, lo_v in zip(patch.hi, others, lo))
+    return Patch(patch.axis, index, lo, hi)  # type: ignore[arg-type]
 
 
 def _plan_patches(
@@ -205,27 +241,36 @@ def _plan_patches(
 
 
 def signed_distance(
-    segments: list[Segment], origin: tuple[int, int, int], shape: tuple[int, int, int]
+    segments: list[Segment],
+    origin: tuple[int, int, int],
+    shape: tuple[int, int, int],
+    spacing: tuple[float, float, float] = (1.0, 1.0, 1.0),
 ) -> np.ndarray:
     """Distance to the nearest tube surface (negative inside) on a box, float32 (z, y, x).
 
-    Voxels farther than a few voxels from every tube hold a large positive value.
+    Voxel ``i`` of the box lies at ``(origin + i) * spacing``; distances are physical. Voxels
+    farther than a few units from every tube hold a large positive value.
     """
     far = np.float32(8.0)
     sdf = np.full(shape, far, dtype=np.float32)
     o = np.asarray(origin, dtype=float)
     n = np.asarray(shape)
+    step = np.asarray(spacing, dtype=float)
+    unit = tuple(spacing) == (1.0, 1.0, 1.0)
     for seg in segments:
         p0, p1 = np.asarray(seg.p0), np.asarray(seg.p1)
         reach = max(seg.r0, seg.r1) + float(far)
-        lo = np.maximum(np.floor(np.minimum(p0, p1) - reach - o).astype(int), 0)
-        hi = np.minimum(np.ceil(np.maximum(p0, p1) + reach - o).astype(int) + 1, n)
+        lo = np.maximum(np.floor((np.minimum(p0, p1) - reach) / step - o).astype(int), 0)
+        hi = np.minimum(np.ceil((np.maximum(p0, p1) + reach) / step - o).astype(int) + 1, n)
         if np.any(hi <= lo):
             continue
         z, y, x = np.ogrid[lo[0] : hi[0], lo[1] : hi[1], lo[2] : hi[2]]
+        if not unit:
+            z, y, x = z * step[0], y * step[1], x * step[2]
         d = p1 - p0
         dd = float(np.dot(d, d)) or 1e-12
-        rz, ry, rx = z + o[0] - p0[0], y + o[1] - p0[1], x + o[2] - p0[2]
+        oz, oy, ox = o * step
+        rz, ry, rx = z + oz - p0[0], y + oy - p0[1], x + ox - p0[2]
         t = np.clip((rz * d[0] + ry * d[1] + rx * d[2]) / dd, 0.0, 1.0)
         dist = np.sqrt((rz - t * d[0]) ** 2 + (ry - t * d[1]) ** 2 + (rx - t * d[2]) ** 2)
         value = (dist - (seg.r0 + t * (seg.r1 - seg.r0))).astype(np.float32)
@@ -249,28 +294,35 @@ def render_slab(plan: VolumePlan, z0: int, z1: int) -> tuple[np.ndarray, np.ndar
     depth, ny, nx = plan.shape
     e0, e1 = max(0, z0 - HALO), min(depth, z1 + HALO)
     ext = (e1 - e0, ny, nx)
-    sdf = signed_distance(plan.segments, (e0, 0, 0), ext)
-    soft = np.clip(0.5 - sdf, 0.0, 1.0)
+    sdf = signed_distance(plan.segments, (e0, 0, 0), ext, plan.spacing)
+    unit = plan.spacing == (1.0, 1.0, 1.0)
+    voxel = float(np.prod(plan.spacing)) ** (1 / 3)  # partial-volume width: about one voxel
+    soft = np.clip(0.5 - (sdf if unit else sdf / np.float32(voxel)), 0.0, 1.0)
+
+    def sigma(physical: float) -> float | tuple[float, ...]:
+        return physical if unit else tuple(physical / v for v in plan.spacing)
 
     z, y, x = np.ogrid[e0:e1, 0:ny, 0:nx]
+    if not unit:
+        z, y, x = z * plan.spacing[0], y * plan.spacing[1], x * plan.spacing[2]
     tissue = np.full(ext, 0.5, dtype=np.float32)
     for kz, ky, kx, phase, amplitude in plan.waves:
         tissue += np.float32(amplitude) * np.cos(kz * z + ky * y + kx * x + phase).astype(
             np.float32
         )
-    grain = ndimage.gaussian_filter(_plane_noise(plan.seed, 1, range(e0, e1), (ny, nx)), 1.5)
+    grain = ndimage.gaussian_filter(_plane_noise(plan.seed, 1, range(e0, e1), (ny, nx)), sigma(1.5))
     tissue += 0.12 * grain
 
     image = tissue + np.float32(plan.contrast) * soft
-    image = ndimage.gaussian_filter(image, 0.8)
-    fringe = ndimage.laplace(ndimage.gaussian_filter(soft, 1.0))
+    image = ndimage.gaussian_filter(image, sigma(0.8))
+    fringe = ndimage.laplace(ndimage.gaussian_filter(soft, sigma(1.0)))
     image -= np.float32(0.6 * abs(plan.contrast)) * fringe
     image += np.float32(plan.noise) * _plane_noise(plan.seed, 2, range(e0, e1), (ny, nx))
 
     core = slice(z0 - e0, z1 - e0)
     sdf_core = sdf[core]
     truth = (sdf_core <= 0).astype(np.uint8)
-    mask = annotation_slab(plan.patches, z0, z1, sdf_core)
+    mask = annotation_slab(plan.patches, z0, z1, sdf_core if unit else sdf_core / voxel)
     return image[core].astype(np.float32), truth, mask
 
 
