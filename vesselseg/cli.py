@@ -488,7 +488,8 @@ def predict(
             "infer.naming": naming,
         },
     )
-    from vesselseg.inference.run import parse_shard, predict_path
+    from vesselseg.inference.inputs import parse_shard
+    from vesselseg.inference.run import predict_path
     from vesselseg.registry import resolve_model
 
     shard_of = parse_shard(shard)  # a bad --shard fails before anything is written
@@ -497,7 +498,7 @@ def predict(
 
         folder = save_dir if save_dir is not None else Path(p.infer.out_dir)
         members = [parse_member(text) for text in ensemble]
-        model = str(write_ensemble(members, folder / "ensemble.json"))
+        model = str(write_ensemble(members, folder / "ensemble.json", resolve_model))
     assert model is not None
     summary = predict_path(
         source,
@@ -511,6 +512,7 @@ def predict(
         device=device,
         max_buffer_mib=max_buffer_mib,
         shard=shard_of,
+        resolve=resolve_model,
     )
     typer.echo(summary.line())
 
@@ -565,6 +567,7 @@ def evaluate(
         tolerance,
         thresholds,
         mlflow,
+        resolve=resolve_model,
     )
     o = s.overall
     best = (
@@ -624,6 +627,7 @@ def pseudo(
         p.pseudo,
         p.infer,
         resume,
+        resolve=resolve_model,
     )
     vessel = sum(c.vessel for c in s.volumes.values())
     typer.echo(
@@ -716,9 +720,10 @@ def ensemble(
     if out.suffix != ".json":
         raise ConfigError(f"--out {out}: an ensemble file ends in .json")
     from vesselseg.inference.ensemble import parse_member, write_ensemble
+    from vesselseg.registry import resolve_model
 
     parsed = [parse_member(text) for text in members]
-    path = write_ensemble(parsed, out)
+    path = write_ensemble(parsed, out, resolve_model)
     total = sum(w for _, w in parsed)
     shares = ", ".join(f"{m} {w / total:.2f}" for m, w in parsed)
     typer.echo(f"ensemble of {len(parsed)} models ({shares}) written to {path}")

@@ -32,6 +32,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from vesselseg.bundle import is_model_uri
 from vesselseg.errors import ConfigError, MissingPathError, VesselsegError
 from vesselseg.provenance import data_version, dvc_data_hashes, git_commit, sha256_file
 
@@ -410,10 +411,6 @@ def _decide(
 
 
 # --------------------------------------------------------------------------- resolve
-
-
-def is_model_uri(source: str) -> bool:
-    return source.startswith(("models:/", "runs:/"))
 
 
 def default_cache_dir() -> Path:
