@@ -100,7 +100,8 @@ print(json.dumps({"seconds": seconds, "rss": rss_mib()}))
 FORWARD = (
     COMMON
     + """
-from vesselseg.inference.network import load_model, make_predict_fn, prepare_network
+from vesselseg.inference.loader import load_model
+from vesselseg.inference.network import make_predict_fn, prepare_network
 net, meta = load_model(args["model"])
 device = torch.device("cpu")
 fn = make_predict_fn(prepare_network(net, device), device)

@@ -40,20 +40,6 @@ LIBRARY_HOMES = {  # library -> the only top-level parts of the package that may
 }
 MAX_MODULE_LINES = 450
 MAX_COMMAND_LINES = 30
-# Debt being paid off by the architecture pass (issue 15): each entry is removed with its fix.
-KNOWN_CYCLES: list[list[str]] = [
-    ["vesselseg.inference.ensemble", "vesselseg.inference.network"],
-]
-KNOWN_BACKWARDS = {
-    "vesselseg.inference.ensemble -> vesselseg.registry",
-    "vesselseg.inference.network -> vesselseg.registry",
-    "vesselseg.pseudo -> vesselseg.evaluation",
-    "vesselseg.pseudo -> vesselseg.registry",
-}
-KNOWN_STRAYS: set[str] = set()
-KNOWN_BIG = {
-    "vesselseg.inference.predictor",
-}
 
 
 def module_name(path: Path) -> str:
@@ -153,7 +139,7 @@ def test_cycle_finder_sees_a_cycle() -> None:
 
 
 def test_no_import_cycles() -> None:
-    assert [c for c in cycles(internal_graph()) if c not in KNOWN_CYCLES] == []
+    assert cycles(internal_graph()) == []
 
 
 def test_every_module_has_a_layer() -> None:
@@ -168,7 +154,7 @@ def test_imports_flow_one_way() -> None:
         for src, targets in internal_graph().items()
         if src != "vesselseg"
         for dst in targets
-        if layer_of(dst) > layer_of(src) and f"{src} -> {dst}" not in KNOWN_BACKWARDS
+        if layer_of(dst) > layer_of(src)
     )
     assert backwards == []
 
@@ -179,7 +165,6 @@ def test_heavy_libraries_stay_home(library: str) -> None:
         name
         for name, path in modules().items()
         if part_of(name) not in LIBRARY_HOMES[library]
-        and name not in KNOWN_STRAYS
         and any(n.split(".")[0] == library for n in imported_names(name, path))
     )
     assert strays == []
@@ -189,7 +174,7 @@ def test_modules_stay_small() -> None:
     big = {
         name: n
         for name, path in modules().items()
-        if (n := path.read_text().count("\n")) > MAX_MODULE_LINES and name not in KNOWN_BIG
+        if (n := path.read_text().count("\n")) > MAX_MODULE_LINES
     }
     assert big == {}
 

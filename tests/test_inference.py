@@ -15,8 +15,10 @@ from vesselseg.cli import app
 from vesselseg.config import InferConfig, ModelConfig
 from vesselseg.inference.network import FLIPS, fold_batchnorm, make_predict_fn
 from vesselseg.inference.outputs import output_paths
-from vesselseg.inference.predictor import ArraySink, StreamingPredictor
+from vesselseg.inference.plan import make_plan
+from vesselseg.inference.predictor import StreamingPredictor
 from vesselseg.inference.run import predict_path
+from vesselseg.inference.sinks import ArraySink
 from vesselseg.inference.tiling import axis_starts, gaussian_importance, make_grid, scan_step
 from vesselseg.io import open_volume
 from vesselseg.models import build_model
@@ -123,6 +125,29 @@ def test_equals_monai_sliding_window(conv_fn, shape, mode: str, tol: float) -> N
         np.testing.assert_allclose(sink.array, ref, rtol=0, atol=tol)
 
 
+@pytest.mark.parametrize("block", [None, (20, 25)])
+def test_plan_cells_tile_the_volume_and_know_their_windows(block) -> None:
+    """Pure planning: the cells cover every voxel once, and ``first``/``last`` are the first
+    and last windows (in processing order) that add to each cell."""
+    grid = make_grid((40, 50, 60), (16, 16, 16), overlap=0.4)
+    plan = make_plan(grid, block)
+    cover = np.zeros(grid.shape, np.int32)
+    for key in plan.cells:
+        cover[plan.cell_slices(key)] += 1
+    assert (cover == 1).all()
+    touching: dict = {}
+    for tile in plan.tiles:
+        for a in plan.z_cells_of_row[tile.iz]:
+            for b in plan.y_cells_of_strip[tile.region][tile.jy]:
+                touching.setdefault((tile.region, a, b), []).append(tile.index)
+    assert set(touching) == set(plan.cells)
+    for key, cell in plan.cells.items():
+        assert (cell.first, cell.last) == (min(touching[key]), max(touching[key]))
+    keys = plan.strip_keys(0)
+    assert len(keys) == len(set(keys)) == sum(len(r.iy) for r in plan.regions) * len(grid.starts[0])
+    assert plan.restart_tile(0) == 0 and plan.restart_tile(plan.n_tiles) == plan.n_tiles
+
+
 def test_plane_regions_give_the_same_result(conv_fn) -> None:
     volume = np.random.default_rng(3).standard_normal((24, 50, 60)).astype(np.float32)
     whole, _ = blend(volume, conv_fn)
@@ -183,6 +208,27 @@ def test_fold_batchnorm_keeps_the_output() -> None:
         assert fold_batchnorm(net) > 0
         after = net(x)
     assert not any(isinstance(m, torch.nn.BatchNorm3d) for m in net.modules())
+    torch.testing.assert_close(after, before, atol=1e-5, rtol=1e-5)
+
+
+def test_fold_batchnorm_folds_transposed_convs_too() -> None:
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(
+        torch.nn.ConvTranspose3d(2, 3, 2, stride=2),
+        torch.nn.BatchNorm3d(3),
+        torch.nn.Conv3d(3, 2, 3, padding=1, bias=False),
+        torch.nn.BatchNorm3d(2, affine=False),
+    ).eval()
+    for m in net.modules():
+        if isinstance(m, torch.nn.BatchNorm3d):
+            m.running_mean.uniform_(-0.5, 0.5)
+            m.running_var.uniform_(0.5, 2.0)
+    x = torch.randn(1, 2, 4, 4, 4)
+    with torch.inference_mode():
+        before = net(x)
+        assert fold_batchnorm(net) == 2
+        after = net(x)
+    assert [type(m).__name__ for m in net] == ["ConvTranspose3d", "Identity", "Conv3d", "Identity"]
     torch.testing.assert_close(after, before, atol=1e-5, rtol=1e-5)
 
 

@@ -25,9 +25,11 @@ from vesselseg.inference.ensemble import (
     read_members,
     write_ensemble,
 )
-from vesselseg.inference.network import load_model, make_predict_fn
-from vesselseg.inference.predictor import ArraySink, StreamingPredictor
+from vesselseg.inference.loader import load_model
+from vesselseg.inference.network import make_predict_fn
+from vesselseg.inference.predictor import StreamingPredictor
 from vesselseg.inference.run import predict_path
+from vesselseg.inference.sinks import ArraySink
 from vesselseg.inference.tiling import make_grid
 from vesselseg.io.dataset import discover_dataset
 from vesselseg.models import build_model, for_volumes
@@ -215,6 +217,31 @@ def test_ensemble_refuses_members_that_normalise_differently(tmp_path: Path) -> 
     with pytest.raises(ConfigError, match="at least two"):
         write_ensemble([(str(a), 1.0)], tmp_path / "e.json")
     assert not (tmp_path / "e.json").exists()
+
+
+def test_registry_members_are_resolved_by_the_injected_resolver(tmp_path: Path) -> None:
+    """inference never imports the registry: a ``models:/`` member needs the caller's
+    ``resolve`` (the CLI passes ``registry.resolve_model``); without it, one ConfigError."""
+    a = _save(tmp_path / "a.pt", ModelConfig(base_channels=2, depth=2), 0)
+    b = _save(tmp_path / "b.pt", ModelConfig(name="unet2d", base_channels=2, depth=2), 1)
+    uri = "models:/vesselseg@champion"
+    asked: list[str] = []
+
+    def resolve(source: str) -> Path:
+        asked.append(source)
+        return b
+
+    with pytest.raises(ConfigError, match="models:/vesselseg@champion: a registry model"):
+        write_ensemble([(str(a), 1.0), (uri, 3.0)], tmp_path / "e.json")
+    spec = write_ensemble([(str(a), 1.0), (uri, 3.0)], tmp_path / "e.json", resolve)
+    assert read_members(spec) == [(str(tmp_path / "a.pt"), 1.0), (uri, 3.0)]
+    with pytest.raises(ConfigError, match="a registry model"):
+        load_model(spec)
+    net, meta = load_model(spec, resolve)
+    assert meta.model["members"] == ["unet", "unet2d"] and asked == [uri, uri]
+    with pytest.raises(ConfigError, match="a registry model"):
+        load_model(uri)
+    assert load_model(uri, resolve)[1].model["name"] == "unet2d"
 
 
 def test_cli_predict_with_ensemble(tmp_path: Path) -> None:

@@ -17,7 +17,7 @@ from typer.testing import CliRunner
 from vesselseg.cli import app
 from vesselseg.config import Params, params_to_dict
 from vesselseg.errors import ConfigError
-from vesselseg.inference.run import parse_shard, select_shard
+from vesselseg.inference.inputs import parse_shard, select_shard
 
 REPO = Path(__file__).resolve().parents[1]
 SLURM = ("SLURM_ARRAY_TASK_ID", "SLURM_ARRAY_TASK_COUNT", "SLURM_ARRAY_TASK_MIN")

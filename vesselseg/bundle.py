@@ -5,6 +5,11 @@ default tiling and threshold — so inference never imports training code. Weigh
 ``state_dict`` loaded with ``torch.load(weights_only=True)``: nothing is unpickled beyond
 tensors. Lightning checkpoints (``.ckpt``, for resuming training) are accepted too: their
 ``state_dict`` and the ``bundle`` entry of their hyper-parameters are read the same safe way.
+
+A model *source* is a file path or a registry URI (``models:/NAME@ALIAS``, ``runs:/ID/PATH``).
+This layer only recognises a URI (:func:`is_model_uri`); turning one into a local file is the
+registry's job, handed in as a ``resolve`` function (:data:`Resolver`, :func:`model_file`), so
+nothing below the registry imports it.
 """
 
 from __future__ import annotations
@@ -12,15 +17,20 @@ from __future__ import annotations
 import dataclasses
 import io
 import json
-import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from vesselseg.errors import MissingPathError, VesselsegError
+from vesselseg.errors import ConfigError, MissingPathError, VesselsegError
+from vesselseg.io.atomic import atomic_path, write_text
 
 FORMAT = "vesselseg-model/1"
 ADDED_MODEL_FIELDS = ("context", "views")  # ModelConfig fields newer than the format
+URI_SCHEMES = ("models:/", "runs:/")
+
+Resolver = Callable[[str], Path]
+"""A registry URI → the local weights file it names (e.g. ``registry.resolve_model``)."""
 
 
 class ModelFileError(VesselsegError):
@@ -62,24 +72,43 @@ class ModelMeta:
             raise ModelFileError(f"{where}: incomplete model settings ({exc})") from None
 
 
+def is_model_uri(source: str) -> bool:
+    """True for a registry URI (``models:/...`` or ``runs:/...``) rather than a file path."""
+    return source.startswith(URI_SCHEMES)
+
+
+def model_file(source: str | Path, resolve: Resolver | None = None) -> Path:
+    """The local file of a model ``source``: a path as it is (:class:`MissingPathError` when
+    absent), a registry URI through ``resolve`` (a :class:`ConfigError` without one)."""
+    text = str(source)
+    if is_model_uri(text):
+        if resolve is None:
+            raise ConfigError(f"{text}: a registry model needs the registry to resolve it")
+        return resolve(text)
+    path = Path(text)
+    if not path.exists():
+        raise MissingPathError(f"{path}: no such model file")
+    return path
+
+
 def meta_path(weights: Path) -> Path:
     return weights.with_suffix(".json")
 
 
 def save_bundle(path: str | Path, state_dict: dict[str, Any], meta: ModelMeta) -> Path:
-    """Write ``path`` (weights) and its JSON atomically; returns the weights path."""
+    """Write ``path`` (weights) and its JSON atomically; returns the weights path.
+
+    The JSON is renamed first, the weights last: a weights file under its final name always
+    has its settings beside it.
+    """
     import torch
 
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".part")
     buffer = io.BytesIO()  # serialise in memory: a full disk is then an OSError, not torch's
     torch.save({k: v.detach().cpu() for k, v in state_dict.items()}, buffer)
-    tmp.write_bytes(buffer.getvalue())
-    json_tmp = meta_path(path).with_name(meta_path(path).name + ".part")
-    json_tmp.write_text(meta.to_json())
-    os.replace(json_tmp, meta_path(path))
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(buffer.getvalue())
+        write_text(meta_path(path), meta.to_json())
     return path
 
 

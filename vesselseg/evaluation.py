@@ -22,15 +22,17 @@ from __future__ import annotations
 import csv
 import json
 import logging
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from vesselseg.bundle import Resolver
 from vesselseg.config import InferConfig
 from vesselseg.errors import DatasetError
+from vesselseg.inference.outputs import open_probabilities
+from vesselseg.io.atomic import commit, partial_path, write_text
 from vesselseg.io.dataset import Sample, discover_dataset
 from vesselseg.io.slabs import iter_slabs
 
@@ -39,11 +41,6 @@ log = logging.getLogger(__name__)
 SUMMED = ("tp", "fp", "fn", "tn")
 AVERAGED = ("cldice", "surface_dice")
 COLOURS = {"tp": (1.0, 0.85, 0.2), "fp": (0.95, 0.2, 0.2), "fn": (0.2, 0.5, 1.0)}
-
-
-def scaled_probabilities(stored: np.ndarray) -> np.ndarray:
-    """uint8 probabilities ``round(255 p)`` read back as float32 ``p``."""
-    return stored.astype(np.float32) / 255.0
 
 
 def binary_truth(raw: np.ndarray) -> np.ndarray:
@@ -76,38 +73,6 @@ def truth_of(sample: Sample) -> tuple[Any, bool] | None:
     return None
 
 
-def sample_name(sample: Sample) -> str:
-    """The name ``vesselseg predict`` uses for the sample's outputs."""
-    return sample.id if sample.layout == "kaggle" else sample.image.name
-
-
-def ensure_predictions(
-    samples: list[Sample], model: Path, pred_dir: Path, cfg: InferConfig, resume: bool = False
-) -> dict[str, Path]:
-    """Probability file per sample id, predicting the volumes that lack one."""
-    from vesselseg.inference.outputs import output_paths
-    from vesselseg.inference.run import predict_path
-
-    found = {}
-    for sample in samples:
-        paths = output_paths(pred_dir, sample_name(sample), model, cfg.out_format, cfg.naming)
-        if not paths.complete():
-            log.info("no prediction for %s yet: predicting it", sample.id)
-            source = sample.image.parent if sample.layout == "kaggle" else sample.image
-            predict_path(source, model, pred_dir, cfg, resume=resume)
-        found[sample.id] = paths.prob
-    return found
-
-
-def open_probabilities(path: Path) -> Any:
-    from vesselseg.io.readers import MappedVolume, open_volume
-
-    volume = open_volume(path)
-    if volume.dtype == np.uint8:
-        return MappedVolume(volume, scaled_probabilities, np.float32)
-    return volume
-
-
 def scored_samples(data_dir: Path) -> list[tuple[Sample, Any, bool]]:
     samples = []
     for sample in discover_dataset(data_dir):
@@ -122,14 +87,20 @@ def scored_samples(data_dir: Path) -> list[tuple[Sample, Any, bool]]:
 
 
 def best_threshold(
-    data_dir: Path, model: Path, pred_dir: Path, cfg: InferConfig, n_thresholds: int
+    data_dir: Path,
+    model: Path,
+    pred_dir: Path,
+    cfg: InferConfig,
+    n_thresholds: int,
+    resolve: Resolver | None = None,
 ) -> tuple[float, float]:
     """``(threshold, dice)`` maximising Dice summed over the volumes of ``data_dir``."""
+    from vesselseg.inference.run import ensure_predictions
     from vesselseg.metrics import threshold_sweep
     from vesselseg.metrics.evaluate import threshold_grid
 
     scored = scored_samples(data_dir)
-    probs = ensure_predictions([s for s, _, _ in scored], model, pred_dir, cfg)
+    probs = ensure_predictions([s for s, _, _ in scored], model, pred_dir, cfg, resolve=resolve)
     total = None
     for sample, truth, sparse in scored:
         # interior thresholds only: 0 and 1 would make every or no voxel vessel
@@ -158,37 +129,26 @@ def evaluate_dataset(
     n_thresholds: int = 21,
     mlflow: bool = True,
     mlflow_root: str | Path | None = None,
+    resolve: Resolver | None = None,
 ) -> EvalSummary:
-    """Score every volume of ``data_dir``; write metrics, PR curve and pictures; log them."""
-    from vesselseg.metrics import evaluate_pair
+    """Score every volume of ``data_dir``; write metrics, PR curve and pictures; log them.
+
+    ``resolve`` turns registry URIs among an ensemble's members into files."""
+    from vesselseg.inference.run import ensure_predictions
 
     data_dir, model, pred_dir = Path(data_dir), Path(model), Path(pred_dir)
     metrics_path, plots_dir = Path(metrics_path), Path(plots_dir)
     scored = scored_samples(data_dir)
-    probs = ensure_predictions([s for s, _, _ in scored], model, pred_dir, cfg)
-
-    per_volume: dict[str, dict[str, Any]] = {}
-    curves = []
-    plots_dir.mkdir(parents=True, exist_ok=True)
-    plot_paths: list[Path] = []
-    from vesselseg.progress import progress_bar
-
-    with progress_bar("evaluate", total=len(scored), unit="volumes") as advance:
-        for sample, truth, sparse in scored:
-            prob = open_probabilities(probs[sample.id])
-            result = evaluate_pair(
-                prob, truth, cfg.threshold, tolerance, n_thresholds, sparse=sparse
-            )
-            curves.append(result.pop("pr_curve"))
-            per_volume[sample.id] = result
-            plot_paths += write_pictures(sample, prob, truth, sparse, cfg.threshold, plots_dir)
-            log.info("%s: dice %.4f", sample.id, result["dice"])
-            advance(1)
-
+    probs = ensure_predictions([s for s, _, _ in scored], model, pred_dir, cfg, resolve=resolve)
+    per_volume, curves, plot_paths = score_volumes(
+        scored, probs, cfg.threshold, tolerance, n_thresholds, plots_dir
+    )
     overall = aggregate(per_volume)
     best_val = None
     if val_dir is not None:
-        best_val, val_dice = best_threshold(Path(val_dir), model, pred_dir, cfg, n_thresholds)
+        best_val, val_dice = best_threshold(
+            Path(val_dir), model, pred_dir, cfg, n_thresholds, resolve
+        )
         overall["best_threshold_val"] = best_val
         overall["best_dice_val"] = val_dice
     pr_path = write_pr_csv(curves, plots_dir / "pr.csv")
@@ -209,6 +169,34 @@ def evaluate_dataset(
     return summary
 
 
+def score_volumes(
+    scored: list[tuple[Sample, Any, bool]],
+    probs: dict[str, Path],
+    threshold: float,
+    tolerance: float,
+    n_thresholds: int,
+    plots_dir: Path,
+) -> tuple[dict[str, dict[str, Any]], list[dict[str, list[Any]]], list[Path]]:
+    """``(metrics per volume, PR sweeps, pictures written)`` of every scored sample."""
+    from vesselseg.metrics import evaluate_pair
+    from vesselseg.progress import progress_bar
+
+    per_volume: dict[str, dict[str, Any]] = {}
+    curves = []
+    plots_dir.mkdir(parents=True, exist_ok=True)
+    plot_paths: list[Path] = []
+    with progress_bar("evaluate", total=len(scored), unit="volumes") as advance:
+        for sample, truth, sparse in scored:
+            prob = open_probabilities(probs[sample.id])
+            result = evaluate_pair(prob, truth, threshold, tolerance, n_thresholds, sparse=sparse)
+            curves.append(result.pop("pr_curve"))
+            per_volume[sample.id] = result
+            plot_paths += write_pictures(sample, prob, truth, sparse, threshold, plots_dir)
+            log.info("%s: dice %.4f", sample.id, result["dice"])
+            advance(1)
+    return per_volume, curves, plot_paths
+
+
 def aggregate(per_volume: dict[str, dict[str, Any]]) -> dict[str, Any]:
     """Voxel counts summed over volumes (micro Dice etc.); topology metrics averaged."""
     from vesselseg.metrics.confusion import Confusion
@@ -223,18 +211,16 @@ def aggregate(per_volume: dict[str, dict[str, Any]]) -> dict[str, Any]:
 
 
 def write_json(path: Path, data: dict[str, Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".part")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=True))
-    os.replace(tmp, path)
+    """``metrics.json`` (indented, sorted keys), atomically."""
+    write_text(path, json.dumps(data, indent=2, sort_keys=True))
 
 
 def write_pr_csv(curves: list[dict[str, list[Any]]], path: Path) -> Path:
     """Sum the per-volume sweeps and write threshold, precision, recall, dice rows."""
+    from vesselseg.io.atomic import atomic_open
     from vesselseg.metrics.confusion import Confusion
 
-    tmp = path.with_name(path.name + ".part")
-    with tmp.open("w", newline="") as handle:
+    with atomic_open(path, "w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(["threshold", "precision", "recall", "dice"])
         for i, threshold in enumerate(curves[0]["threshold"]):
@@ -242,7 +228,6 @@ def write_pr_csv(curves: list[dict[str, list[Any]]], path: Path) -> Path:
             writer.writerow(
                 [f"{threshold:.4f}", f"{c.precision:.6f}", f"{c.recall:.6f}", f"{c.dice:.6f}"]
             )
-    os.replace(tmp, path)
     return path
 
 
@@ -318,11 +303,14 @@ def write_pictures(
 def _save(fig: Any, path: Path) -> None:
     import matplotlib.pyplot as plt
 
-    tmp = path.with_name(path.name + ".part")  # like every other output: NAME.part, renamed
+    # NAME.part, renamed when complete; a failed save keeps the .part (no finished-looking file)
+    tmp = partial_path(path)
     fig.tight_layout()
-    fig.savefig(tmp, dpi=100, format=path.suffix.lstrip(".") or "png")
-    plt.close(fig)
-    os.replace(tmp, path)
+    try:
+        fig.savefig(tmp, dpi=100, format=path.suffix.lstrip(".") or "png")
+    finally:
+        plt.close(fig)
+    commit(tmp, path)
 
 
 # --------------------------------------------------------------------------- MLflow

@@ -15,15 +15,16 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from vesselseg.bundle import Resolver, is_model_uri
 from vesselseg.config import InferConfig, PseudoConfig
 from vesselseg.io import VolumeWriter
+from vesselseg.io.atomic import write_text
 from vesselseg.io.checks import LabelCounts
 from vesselseg.io.pseudo_layout import FORMAT, PROVENANCE
 from vesselseg.io.slabs import SLAB_BYTES, volume_slabs
@@ -106,16 +107,20 @@ def pseudo_label_dataset(
     cfg: PseudoConfig,
     infer_cfg: InferConfig,
     resume: bool = False,
+    resolve: Resolver | None = None,
 ) -> PseudoSummary:
-    """Predict every volume of ``in_dir`` and write its pseudo labels + ``pseudo.json``."""
-    from vesselseg.evaluation import ensure_predictions, open_probabilities
+    """Predict every volume of ``in_dir`` and write its pseudo labels + ``pseudo.json``.
+
+    ``resolve`` turns registry URIs among an ensemble's members into files."""
+    from vesselseg.inference.outputs import open_probabilities
+    from vesselseg.inference.run import ensure_predictions
     from vesselseg.io.dataset import discover_dataset
 
     in_dir, model, out_dir = Path(in_dir), Path(model), Path(out_dir)
     samples = discover_dataset(in_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     prob_dir = out_dir / "probabilities"
-    probs = ensure_predictions(samples, model, prob_dir, infer_cfg, resume=resume)
+    probs = ensure_predictions(samples, model, prob_dir, infer_cfg, resume, resolve)
     volumes: dict[str, Any] = {}
     counts: dict[str, LabelCounts] = {}
     for sample in samples:
@@ -148,16 +153,13 @@ def pseudo_label_dataset(
         "source": str(in_dir),
         "volumes": volumes,
     }
-    tmp = out_dir / (PROVENANCE + ".part")
-    tmp.write_text(json.dumps(provenance, indent=2, sort_keys=True))
-    os.replace(tmp, out_dir / PROVENANCE)
+    write_text(out_dir / PROVENANCE, json.dumps(provenance, indent=2, sort_keys=True))
     return PseudoSummary(out_dir, counts)
 
 
 def ensemble_provenance(model: Path) -> dict[str, Any]:
     """``{"members": [...]}`` (path, weight, sha256 of each) when ``model`` is an ensemble."""
     from vesselseg.inference.ensemble import is_ensemble_file, read_members
-    from vesselseg.registry import is_model_uri
 
     if not is_ensemble_file(model):
         return {}

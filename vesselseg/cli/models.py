@@ -90,9 +90,10 @@ def ensemble(
     if out.suffix != ".json":
         raise ConfigError(f"--out {out}: an ensemble file ends in .json")
     from vesselseg.inference.ensemble import parse_member, write_ensemble
+    from vesselseg.registry import resolve_model
 
     parsed = [parse_member(text) for text in members]
-    path = write_ensemble(parsed, out)
+    path = write_ensemble(parsed, out, resolve_model)
     total = sum(w for _, w in parsed)
     shares = ", ".join(f"{m} {w / total:.2f}" for m, w in parsed)
     typer.echo(f"ensemble of {len(parsed)} models ({shares}) written to {path}")

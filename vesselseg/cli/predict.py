@@ -175,20 +175,23 @@ def predict(
         "infer.tile_size": parse_size(tile_size, "--tile-size"),
     }
     p = load_params(params, overrides, values)
-    from vesselseg.inference.run import parse_shard, predict_path
+    from vesselseg.inference.inputs import parse_shard
+    from vesselseg.inference.run import predict_path
 
     shard_of = parse_shard(shard)  # a bad --shard fails before anything is written
     if ensemble:
         from vesselseg.inference.ensemble import parse_member, write_ensemble
 
         folder = save_dir if save_dir is not None else Path(p.infer.out_dir)
-        model = str(write_ensemble([parse_member(m) for m in ensemble], folder / "ensemble.json"))
+        members = [parse_member(m) for m in ensemble]
+        model = str(write_ensemble(members, folder / "ensemble.json", resolver()))
     model_path = resolver()(model)
     check_architecture(model_path, arch)
     raw_shape = tuple(parse_size(shape, "--shape")) if shape else None
     summary = predict_path(
         source, model_path, save_dir, p.infer, file_type=file_type, shape=raw_shape, dtype=dtype,
         resume=resume, device=device, max_buffer_mib=max_buffer_mib, shard=shard_of,
+        resolve=resolver(),
     )  # fmt: skip
     typer.echo(summary.line())
 
@@ -246,7 +249,7 @@ def evaluate(
 
     s = evaluate_dataset(
         data_dir, resolver()(str(model)), pred_dir or Path(p.infer.out_dir), p.infer, metrics,
-        plots, val_dir, tolerance, thresholds, mlflow,
+        plots, val_dir, tolerance, thresholds, mlflow, resolve=resolver(),
     )  # fmt: skip
     typer.echo(evaluation_line(s, plots))
 
@@ -287,7 +290,7 @@ def pseudo(
 
     s = pseudo_label_dataset(
         in_dir or Path(p.pseudo.in_dir), resolver()(model), out_dir or Path(p.pseudo.out_dir),
-        p.pseudo, p.infer, resume,
+        p.pseudo, p.infer, resume, resolve=resolver(),
     )  # fmt: skip
     vessel = sum(c.vessel for c in s.volumes.values())
     typer.echo(

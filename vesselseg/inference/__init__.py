@@ -1,13 +1,27 @@
 """Streamed sliding-window inference (``vesselseg predict``).
 
-* :mod:`~vesselseg.inference.tiling`: window grid (MONAI-compatible), Gaussian importance map,
-  ``border`` variant, padding of small volumes - small pure functions.
+An engine in four parts - plan windows (pure), read ahead (thread), compute and blend, write -
+plus the model side and the command's driver:
+
+* :mod:`~vesselseg.inference.tiling`: window grid (MONAI-compatible), Gaussian importance map
+  (MONAI's), ``border`` variant, padding of small volumes - small pure functions.
+* :mod:`~vesselseg.inference.plan`: the pure planning of a run: plane regions, window order,
+  output cells and the window that finishes each, memory estimate and plane block.
+* :mod:`~vesselseg.inference.reader`: :class:`StripReader`, the read-ahead thread.
 * :mod:`~vesselseg.inference.predictor`: :class:`StreamingPredictor` - bounded-memory,
   resumable blending of a predict function over a lazily read volume.
-* :mod:`~vesselseg.inference.network`: model loading, BatchNorm folding, flip TTA, bf16.
+* :mod:`~vesselseg.inference.sinks`: the ``Sink`` protocol finished output goes to; an
+  in-memory sink.
 * :mod:`~vesselseg.inference.outputs`: output names, atomic probability + mask writers,
-  progress file for ``--resume``.
-* :mod:`~vesselseg.inference.run`: :func:`predict_path` over one volume or a folder.
+  progress file for ``--resume``, reading probabilities back.
+* :mod:`~vesselseg.inference.network`: one saved network, BatchNorm folding (torch's), flip
+  TTA, bf16.
+* :mod:`~vesselseg.inference.ensemble`: ensemble files and the network averaging members.
+* :mod:`~vesselseg.inference.loader`: :func:`load_model` - model file, ensemble, or registry
+  URI (through an injected ``resolve``).
+* :mod:`~vesselseg.inference.inputs`: the volumes a path holds; ``--shard`` selection.
+* :mod:`~vesselseg.inference.run`: :func:`predict_path` over one volume or a folder;
+  :func:`ensure_predictions` for the samples of a dataset.
 
 Submodules import torch; this package itself imports nothing heavy.
 """

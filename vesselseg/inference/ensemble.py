@@ -6,10 +6,12 @@ An ensemble is a small JSON file, usable wherever a model file is (``predict``, 
     {"format": "vesselseg-ensemble/1",
      "members": [{"model": "stage2.pt", "weight": 0.6}, {"model": "unet2d.pt", "weight": 0.4}]}
 
-Member paths are relative to the ensemble file's folder (``models:/NAME@ALIAS`` URIs as they
-are). At inference every member sees the same normalised tile, so members must share their
-intensity percentiles; the output is ``sum(w_i * p_i) / sum(w_i)`` of the members'
-probabilities (seed 004's weighted 2D + 3D blend).
+Member paths are relative to the ensemble file's folder; ``models:/NAME@ALIAS`` URIs stay as
+they are and the caller's ``resolve`` function turns them into files
+(:func:`vesselseg.bundle.model_file`). At inference every member sees the same normalised
+tile, so members must share their intensity percentiles; the output is
+``sum(w_i * p_i) / sum(w_i)`` of the members' probabilities (seed 004's weighted 2D + 3D
+blend).
 """
 
 from __future__ import annotations
@@ -17,16 +19,23 @@ from __future__ import annotations
 import json
 import math
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
+from vesselseg.bundle import Resolver, is_model_uri, model_file
 from vesselseg.errors import ConfigError, MissingPathError
+from vesselseg.inference.network import probabilities_of
+from vesselseg.io.atomic import write_text
 
 FORMAT = "vesselseg-ensemble/1"
+
+LoadMember = Callable[[str], tuple[nn.Module, Any]]
+"""A member's source → ``(network in eval mode, ModelMeta)``
+(:func:`vesselseg.inference.loader.load_model`)."""
 
 
 def parse_member(text: str) -> tuple[str, float]:
@@ -55,10 +64,12 @@ def is_ensemble_file(source: str | Path) -> bool:
         return False
 
 
-def write_ensemble(members: Sequence[tuple[str, float]], out: str | Path) -> Path:
-    """Check every member loads and they fit together, then write the ensemble file atomically."""
-    from vesselseg.registry import is_model_uri
+def write_ensemble(
+    members: Sequence[tuple[str, float]], out: str | Path, resolve: Resolver | None = None
+) -> Path:
+    """Check every member loads and they fit together, then write the ensemble file atomically.
 
+    ``resolve`` turns members that are registry URIs into files (needed only for those)."""
     out = Path(out)
     if len(members) < 2:
         raise ConfigError("--ensemble: give at least two models")
@@ -70,10 +81,8 @@ def write_ensemble(members: Sequence[tuple[str, float]], out: str | Path) -> Pat
                 raise MissingPathError(f"{model}: no such model file")
             model = os.path.relpath(Path(model).resolve(), out.parent.resolve())
         entries.append({"model": model, "weight": weight})
-    _member_metas([(_resolve(e["model"], out.parent), e["weight"]) for e in entries], out)
-    tmp = out.with_name(out.name + ".part")
-    tmp.write_text(json.dumps({"format": FORMAT, "members": entries}, indent=2) + "\n")
-    os.replace(tmp, out)
+    _member_metas([(_resolve(e["model"], out.parent), e["weight"]) for e in entries], out, resolve)
+    write_text(out, json.dumps({"format": FORMAT, "members": entries}, indent=2) + "\n")
     return out
 
 
@@ -91,17 +100,16 @@ def read_members(path: str | Path) -> list[tuple[str, float]]:
 
 
 def _resolve(model: str, folder: Path) -> str:
-    from vesselseg.registry import is_model_uri
-
     return model if is_model_uri(model) or Path(model).is_absolute() else str(folder / model)
 
 
-def _member_metas(members: Sequence[tuple[str, float]], where: str | Path) -> list[Any]:
+def _member_metas(
+    members: Sequence[tuple[str, float]], where: str | Path, resolve: Resolver | None
+) -> list[Any]:
     """The settings of each member (JSON only, no weights), checked to fit together."""
     from vesselseg.bundle import load_meta
-    from vesselseg.registry import resolve_model
 
-    metas = [load_meta(resolve_model(model)) for model, _ in members]
+    metas = [load_meta(model_file(model, resolve)) for model, _ in members]
     check_same_normalisation(metas, where)
     return metas
 
@@ -115,13 +123,13 @@ def check_same_normalisation(metas: Sequence[Any], where: str | Path) -> None:
         )
 
 
-def load_ensemble(path: str | Path) -> tuple[Any, Any]:
-    """``(EnsembleNet in eval mode, ModelMeta)`` of an ensemble file."""
+def load_ensemble(path: str | Path, load_member: LoadMember) -> tuple[Any, Any]:
+    """``(EnsembleNet in eval mode, ModelMeta)`` of an ensemble file; ``load_member`` loads
+    each member (injected, so this module needs no loader of its own)."""
     from vesselseg.bundle import ModelMeta
-    from vesselseg.inference.network import load_model
 
     members = read_members(path)
-    loaded = [load_model(model) for model, _ in members]
+    loaded = [load_member(model) for model, _ in members]
     metas = [meta for _, meta in loaded]
     check_same_normalisation(metas, path)
     weights = [w for _, w in members]
@@ -139,12 +147,6 @@ def load_ensemble(path: str | Path) -> tuple[Any, Any]:
         info={"members": [{"model": m, "weight": w} for m, w in members]},
     )
     return EnsembleNet([net for net, _ in loaded], weights).eval(), meta
-
-
-def probabilities_of(net: nn.Module) -> Any:
-    """What turns ``net``'s output into probabilities: sigmoid of logits, or nothing for
-    networks whose ``outputs_probabilities`` is True (multi-axis 2D models, ensembles)."""
-    return (lambda t: t) if getattr(net, "outputs_probabilities", False) else torch.sigmoid
 
 
 class EnsembleNet(nn.Module):

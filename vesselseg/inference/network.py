@@ -1,12 +1,14 @@
-"""The network side of inference: load a saved model, make it fast, wrap it as a predict function.
+"""The network side of inference: load one saved network, make it fast, wrap it as a predict
+function.
 
-* :func:`load_model` reads ``NAME.pt`` + ``NAME.json`` (or a Lightning ``.ckpt``) with
-  :func:`vesselseg.bundle.build_from_bundle`, or an ensemble file
-  (:mod:`vesselseg.inference.ensemble`); ``models:/NAME@ALIAS`` is the registry issue's. 2D
-  slice models come back wrapped to run along their views (:func:`vesselseg.models.for_volumes`).
+* :func:`load_network` reads ``NAME.pt`` + ``NAME.json`` (or a Lightning ``.ckpt``) with
+  :func:`vesselseg.bundle.build_from_bundle`; 2D slice models come back wrapped to run along
+  their views (:func:`vesselseg.models.for_volumes`). Ensembles and registry URIs are
+  :func:`vesselseg.inference.loader.load_model`'s.
 * :func:`fold_batchnorm` folds eval-mode BatchNorm into the convolution before it (inside
-  ``nn.Sequential`` containers, where the order of execution is the order of children), which
-  removes one pass over every activation. The result equals the original up to float rounding.
+  ``nn.Sequential`` containers, where the order of execution is the order of children) with
+  torch's ``fuse_conv_bn_eval``, which removes one pass over every activation. The result
+  equals the original up to float rounding.
 * :func:`make_predict_fn` returns ``(B, 1, z, y, x)`` float32 → sigmoid probabilities (networks
   with ``outputs_probabilities = True`` already give probabilities), under
   ``torch.inference_mode``, with optional bf16 autocast and flip test-time augmentation: the mean
@@ -45,21 +47,22 @@ def resolve_device(device: str) -> torch.device:
     return torch.device(device)
 
 
-def load_model(source: str | Path) -> tuple[nn.Module, Any]:
-    """``(network in eval mode, ModelMeta)`` from a model file, registry URI or ensemble file.
+def load_network(path: str | Path) -> tuple[nn.Module, Any]:
+    """``(network in eval mode, ModelMeta)`` of one saved model file (not an ensemble).
 
     The network maps a whole tile ``(B, 1, Z, Y, X)`` to a same-shape output.
     """
     from vesselseg.bundle import build_from_bundle
-    from vesselseg.inference.ensemble import is_ensemble_file, load_ensemble
     from vesselseg.models import for_volumes
-    from vesselseg.registry import resolve_model
 
-    if is_ensemble_file(source):
-        return load_ensemble(source)
-    path = resolve_model(str(source))
     net, meta = build_from_bundle(path)
     return for_volumes(net, meta.model_config(str(path))).eval(), meta
+
+
+def probabilities_of(net: nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
+    """What turns ``net``'s output into probabilities: sigmoid of logits, or nothing for
+    networks whose ``outputs_probabilities`` is True (multi-axis 2D models, ensembles)."""
+    return (lambda t: t) if getattr(net, "outputs_probabilities", False) else torch.sigmoid
 
 
 def divisor(meta_model: dict[str, Any]) -> int:
@@ -70,35 +73,17 @@ def divisor(meta_model: dict[str, Any]) -> int:
 
 
 CONVS = (nn.Conv2d, nn.Conv3d, nn.ConvTranspose2d, nn.ConvTranspose3d)
+TRANSPOSED = (nn.ConvTranspose2d, nn.ConvTranspose3d)
 BATCH_NORMS = (nn.BatchNorm2d, nn.BatchNorm3d)
 
 
-def _fold_into(conv: nn.Module, bn: nn.BatchNorm3d) -> bool:
-    """Fold ``bn`` into ``conv`` in place; False when the pair cannot be folded."""
-    if not isinstance(conv, CONVS) or conv.groups != 1:
-        return False
+def _foldable(conv: nn.Module, bn: nn.Module) -> bool:
+    """True when ``bn`` can be folded into the ``conv`` run just before it."""
+    if not isinstance(conv, CONVS) or not isinstance(bn, BATCH_NORMS) or conv.groups != 1:
+        return False  # grouped transposed weights are laid out per group: not folded
     if conv.weight.dim() != (4 if isinstance(bn, nn.BatchNorm2d) else 5):
         return False
-    if not bn.track_running_stats or bn.running_mean is None or bn.running_var is None:
-        return False
-    with torch.no_grad():
-        scale = torch.rsqrt(bn.running_var + bn.eps)
-        if bn.affine:
-            scale = scale * bn.weight
-        shift = -bn.running_mean * scale
-        if bn.affine:
-            shift = shift + bn.bias
-        out_dim = 1 if isinstance(conv, (nn.ConvTranspose2d, nn.ConvTranspose3d)) else 0
-        shape = [1] * conv.weight.dim()
-        shape[out_dim] = -1
-        conv.weight.mul_(scale.reshape(shape))
-        bias = conv.bias if conv.bias is not None else torch.zeros_like(bn.running_mean)
-        new_bias = bias * scale + shift
-        if conv.bias is None:
-            conv.bias = nn.Parameter(new_bias)
-        else:
-            conv.bias.copy_(new_bias)
-    return True
+    return bn.track_running_stats and bn.running_mean is not None and bn.running_var is not None
 
 
 def _leaves(seq: nn.Sequential) -> list[tuple[nn.Module, str, nn.Module]]:
@@ -113,9 +98,12 @@ def _leaves(seq: nn.Sequential) -> list[tuple[nn.Module, str, nn.Module]]:
 
 
 def fold_batchnorm(net: nn.Module) -> int:
-    """Fold every ``Conv → BatchNorm`` pair (2D or 3D) run back to back inside
+    """Fold every ``Conv → BatchNorm`` pair (2D or 3D, transposed too) run back to back inside
     ``nn.Sequential`` containers (e.g. MONAI ``Convolution`` = conv + ADN) into the conv, in
-    place. ``net`` must be in eval mode. Returns the number of folded pairs."""
+    place: the conv is replaced by torch's fused copy, the BatchNorm by ``nn.Identity``.
+    ``net`` must be in eval mode. Returns the number of folded pairs."""
+    from torch.nn.utils.fusion import fuse_conv_bn_eval
+
     if net.training:
         raise ValueError("fold_batchnorm needs a network in eval mode")
     folded = 0
@@ -127,8 +115,11 @@ def fold_batchnorm(net: nn.Module) -> int:
         if id(seq) in nested:
             continue
         leaves = _leaves(seq)
-        for (_, _, conv), (parent, name, bn) in zip(leaves, leaves[1:]):
-            if isinstance(bn, BATCH_NORMS) and _fold_into(conv, bn):
+        for (conv_parent, conv_name, conv), (parent, name, bn) in zip(leaves, leaves[1:]):
+            if _foldable(conv, bn):
+                with torch.no_grad():
+                    fused = fuse_conv_bn_eval(conv, bn, transpose=isinstance(conv, TRANSPOSED))
+                setattr(conv_parent, conv_name, fused)
                 setattr(parent, name, nn.Identity())
                 folded += 1
     return folded
@@ -164,8 +155,6 @@ def make_predict_fn(
     if channels_last is None:
         channels_last = device.type == "cpu"
     flips = FLIPS if tta else [()]
-    from vesselseg.inference.ensemble import probabilities_of
-
     to_prob = probabilities_of(net)
 
     def forward(x: torch.Tensor) -> torch.Tensor:

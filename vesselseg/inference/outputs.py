@@ -13,8 +13,10 @@ uint8 ``round(255 p)``; the mask is uint8 ``p >= threshold`` (computed from floa
 
 Both files are written to ``<name>.part`` (:class:`~vesselseg.io.VolumeWriter`) and renamed only
 when the whole volume is done. After every flushed band a small ``<prob name>.progress.json``
-(written atomically after the flush) records how many windows are done and a key of everything
-the result depends on; ``--resume`` continues from it only when the key still matches.
+(written atomically and fsynced after the flush, :mod:`vesselseg.io.atomic`) records how many
+windows are done and a key of everything the result depends on; ``--resume`` continues from it
+only when the key still matches. :func:`open_probabilities` reads a probability file back as
+float32 ``p`` whatever its stored dtype.
 """
 
 from __future__ import annotations
@@ -22,7 +24,6 @@ from __future__ import annotations
 import json
 import logging
 import mmap
-import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +32,7 @@ from typing import Any
 import numpy as np
 
 from vesselseg.io import VolumeWriter, partial_path
+from vesselseg.io.atomic import commit, write_json
 
 log = logging.getLogger(__name__)
 
@@ -96,6 +98,21 @@ def encode_prob(prob: np.ndarray, dtype: str) -> np.ndarray:
     raise ValueError(f"prob dtype must be float32, float16 or uint8, got {dtype!r}")
 
 
+def scaled_probabilities(stored: np.ndarray) -> np.ndarray:
+    """uint8 probabilities ``round(255 p)`` read back as float32 ``p``."""
+    return stored.astype(np.float32) / 255.0
+
+
+def open_probabilities(path: Path) -> Any:
+    """A written probability volume, lazily, as float32 ``p`` (uint8 files are rescaled)."""
+    from vesselseg.io.readers import MappedVolume, open_volume
+
+    volume = open_volume(path)
+    if volume.dtype == np.uint8:
+        return MappedVolume(volume, scaled_probabilities, np.float32)
+    return volume
+
+
 def release_pages(array: Any) -> None:
     """Drop a file-backed memmap's resident pages from this process (data stays in the file
     and page cache), so touched output/input pages do not pile up in RSS. No-op otherwise."""
@@ -106,15 +123,6 @@ def release_pages(array: Any) -> None:
             base.madvise(advice)
         except (OSError, ValueError):  # closed or unsupported: harmless
             pass
-
-
-def _atomic_json(path: Path, data: dict[str, Any]) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w") as handle:
-        json.dump(data, handle, sort_keys=True)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
 
 
 def read_progress(paths: OutputPaths, key: dict[str, Any]) -> int:
@@ -199,22 +207,20 @@ class PredictionWriter:
         for writer in (self.prob, self.mask):
             writer.flush()
         self._release()
-        _atomic_json(
-            self.paths.progress,
-            {
-                "format": PROGRESS_FORMAT,
-                "key": self.key,
-                "next_tile": int(next_tile),
-                "n_tiles": int(self.n_tiles),
-            },
-        )
+        progress = {
+            "format": PROGRESS_FORMAT,
+            "key": self.key,
+            "next_tile": int(next_tile),
+            "n_tiles": int(self.n_tiles),
+        }
+        write_json(self.paths.progress, progress, indent=None)  # fsynced before the rename
 
     def commit(self) -> OutputPaths:
         """Rename both outputs to their final names and drop the progress file."""
         if self.prob is None or self.mask is None:
             for final in (self.paths.mask, self.paths.prob):
                 if partial_path(final).exists():
-                    os.replace(partial_path(final), final)
+                    commit(partial_path(final), final)
         else:
             self.mask.commit()
             self.prob.commit()

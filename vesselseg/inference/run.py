@@ -1,10 +1,12 @@
 """``vesselseg predict``: predict one volume or a folder of volumes with a saved model.
 
-:func:`predict_path` loads the model once, then for every input volume: opens it lazily,
-estimates its intensity percentiles (the model's ``meta.percentiles``, via
-:mod:`vesselseg.data.normalize`), streams it through
+:func:`predict_path` loads the model once (:func:`prepare_model`), then for every input volume
+(:func:`predict_volume`): opens it lazily, estimates its intensity percentiles (the model's
+``meta.percentiles``, via :mod:`vesselseg.data.normalize`), streams it through
 :class:`~vesselseg.inference.predictor.StreamingPredictor` into a
 :class:`~vesselseg.inference.outputs.PredictionWriter`, and renames the outputs when complete.
+:func:`ensure_predictions` does the same for the samples of a dataset that lack a prediction
+(``evaluate``, ``pseudo``).
 """
 
 from __future__ import annotations
@@ -12,23 +14,22 @@ from __future__ import annotations
 import logging
 import resource
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from vesselseg.bundle import Resolver
 from vesselseg.config import InferConfig, as_triple
-from vesselseg.errors import ConfigError, DatasetError, MissingPathError, NonFiniteError
-from vesselseg.inference.outputs import (
-    OutputPaths,
-    PredictionWriter,
-    looks_like_output,
-    output_paths,
-    release_pages,
-)
-from vesselseg.inference.predictor import StreamingPredictor, estimate_buffer_bytes
+from vesselseg.errors import ConfigError, NonFiniteError
+from vesselseg.inference.inputs import find_inputs, select_shard
+from vesselseg.inference.outputs import OutputPaths, PredictionWriter, output_paths, release_pages
+from vesselseg.inference.plan import estimate_buffer_bytes
+from vesselseg.inference.predictor import PredictFn, RunStats, StreamingPredictor
 from vesselseg.inference.tiling import TileGrid, make_grid
+from vesselseg.io.dataset import Sample
 
 log = logging.getLogger(__name__)
 
@@ -92,103 +93,6 @@ def peak_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def find_inputs(path: Path, file_type: str | None = None) -> list[tuple[str, Path]]:
-    """``(name, path)`` of the volumes to predict: ``path`` itself, or the images of a folder
-    (``data_<X>`` of seed 000 pairs, ``kidney_*/images`` of Kaggle, or any volume files).
-
-    ``name`` is the input's file name (the case id for Kaggle, also when ``path`` is one
-    ``kidney_*`` case folder). Files this package wrote
-    (``*.prob.npy``, ``*.mask.npy``...) are skipped; ``file_type`` keeps only that type.
-    """
-    from vesselseg.io import detect_file_type, discover_dataset
-
-    if not path.exists():
-        raise MissingPathError(f"{path}: no such file or folder")
-    if path.is_dir() and (path / "images").is_dir():  # one Kaggle case: kidney_X/images
-        return [(path.name, path / "images")]
-    samples = discover_dataset(path)
-    found = []
-    for sample in samples:
-        if looks_like_output(sample.image):
-            continue
-        if file_type is not None and path.is_dir() and sample.layout != "kaggle":
-            try:
-                if detect_file_type(sample.image) != file_type:
-                    continue
-            except Exception:  # noqa: BLE001 - undetectable: let --file-type decide
-                pass
-        name = sample.id if sample.layout == "kaggle" else sample.image.name
-        found.append((name, sample.image))
-    if not found:
-        raise DatasetError(f"{path}: no volumes to predict")
-    return found
-
-
-SLURM_ARRAY_VARS = ("SLURM_ARRAY_TASK_ID", "SLURM_ARRAY_TASK_COUNT")
-
-
-def parse_shard(text: str | None, env: dict[str, str] | None = None) -> tuple[int, int] | None:
-    """``"i/n"`` (0-based: ``0 <= i < n``) → ``(i, n)``; ``"slurm"`` reads the array task.
-
-    ``slurm`` takes ``i = (SLURM_ARRAY_TASK_ID - SLURM_ARRAY_TASK_MIN) / SLURM_ARRAY_TASK_STEP``
-    and ``n = SLURM_ARRAY_TASK_COUNT``, so ``sbatch --array=0-3`` (or ``1-4``, ``0-6:2``) gives
-    shards 0/4 .. 3/4.
-    """
-    import os
-
-    if text is None:
-        return None
-    text = text.strip()
-    if text.lower() == "slurm":
-        env = os.environ if env is None else env
-        missing = [k for k in SLURM_ARRAY_VARS if not env.get(k)]
-        if missing:
-            raise ConfigError(f"--shard slurm: ${missing[0]} is not set (not a SLURM array job?)")
-        try:
-            task, count = int(env["SLURM_ARRAY_TASK_ID"]), int(env["SLURM_ARRAY_TASK_COUNT"])
-            first = int(env.get("SLURM_ARRAY_TASK_MIN") or 0)
-            step = int(env.get("SLURM_ARRAY_TASK_STEP") or 1)
-        except ValueError:
-            raise ConfigError("--shard slurm: SLURM_ARRAY_TASK_* are not integers") from None
-        if step < 1 or (task - first) % step:
-            raise ConfigError(f"--shard slurm: task {task} is not on the array's grid")
-        index = (task - first) // step
-        if not 0 <= index < count:
-            raise ConfigError(
-                f"--shard slurm: task {task} is not one of the {count} tasks "
-                "(use a plain range such as --array=0-3)"
-            )
-        return index, count
-    parts = text.split("/")
-    try:
-        index, count = (int(p) for p in parts) if len(parts) == 2 else (None, None)
-    except ValueError:
-        index = count = None
-    if index is None or count is None:
-        raise ConfigError(f"--shard: expected i/n (e.g. 0/4) or slurm, got {text!r}")
-    check_shard((index, count))
-    return index, count
-
-
-def check_shard(shard: tuple[int, int]) -> None:
-    index, count = shard
-    if count < 1 or not 0 <= index < count:
-        raise ConfigError(f"--shard {index}/{count}: need n >= 1 and 0 <= i < n (0-based)")
-
-
-def select_shard(
-    inputs: list[tuple[str, Path]], shard: tuple[int, int] | None
-) -> list[tuple[str, Path]]:
-    """The inputs of shard ``(i, n)``: position ``% n == i`` in the list sorted by name (and
-    path), so ``n`` processes with ``i = 0 .. n-1`` cover every input exactly once."""
-    if shard is None:
-        return inputs
-    check_shard(shard)
-    index, count = shard
-    ordered = sorted(inputs, key=lambda item: (item[0], str(item[1])))
-    return [item for position, item in enumerate(ordered) if position % count == index]
-
-
 def torch_threads() -> int:
     """CPU threads torch computes with (results differ in the last bits between counts)."""
     import torch
@@ -233,6 +137,67 @@ def _fingerprint(path: Path) -> dict[str, Any]:
     return fingerprint(path)
 
 
+@dataclass(frozen=True)
+class InputFormat:
+    """How to read the input volumes: ``file_type`` (None: detected), and the ``shape`` and
+    ``dtype`` of headerless ``.raw`` files."""
+
+    file_type: str | None = None
+    shape: tuple[int, int, int] | None = None
+    dtype: str | None = None
+
+
+@dataclass(frozen=True)
+class PredictOptions:
+    """How every volume of one :func:`predict_path` call is predicted and written."""
+
+    cfg: InferConfig
+    save_dir: Path
+    reading: InputFormat = InputFormat()
+    resume: bool = False
+    max_buffer_bytes: int = 1024 * MIB
+    show_progress: bool = True
+
+
+@dataclass(frozen=True)
+class PreparedModel:
+    """A loaded network ready to predict with, and what identifies it in names and resume keys."""
+
+    path: Path
+    key: dict[str, Any]
+    predict_fn: PredictFn
+    percentiles: list[float]
+    tile: tuple[int, int, int]
+    device: str
+
+
+NetHook = Callable[[PredictFn], PredictFn]
+
+
+def prepare_model(
+    model: str | Path,
+    cfg: InferConfig,
+    device: str = "auto",
+    resolve: Resolver | None = None,
+    net_hook: NetHook | None = None,
+) -> PreparedModel:
+    """Load ``model`` (file, ensemble, or registry URI via ``resolve``), check the tiling fits
+    it, and make its predict function on ``device`` (wrapped by ``net_hook`` if given)."""
+    from vesselseg.inference.loader import load_model
+    from vesselseg.inference.network import make_predict_fn, prepare_network, resolve_device
+
+    net, meta = load_model(model, resolve)
+    tile = check_tiling(cfg, meta.model)
+    dev = resolve_device(device)
+    net = prepare_network(net, dev)
+    predict_fn = make_predict_fn(net, dev, precision=cfg.precision, tta=cfg.tta)
+    if net_hook is not None:
+        predict_fn = net_hook(predict_fn)
+    path = Path(str(model))
+    key = {"weights": _fingerprint(path)}
+    return PreparedModel(path, key, predict_fn, list(meta.percentiles), tile, str(dev))
+
+
 def predict_path(
     input_path: str | Path,
     model: str | Path,
@@ -245,117 +210,112 @@ def predict_path(
     device: str = "auto",
     max_buffer_mib: float = 1024,
     show_progress: bool = True,
-    net_hook: Any = None,
+    net_hook: NetHook | None = None,
     shard: tuple[int, int] | None = None,
+    resolve: Resolver | None = None,
 ) -> PredictSummary:
     """Predict every volume under ``input_path`` with ``model``; outputs go to ``save_dir``
     (default ``cfg.out_dir``). ``net_hook(predict_fn) -> predict_fn`` may wrap the network
     (tests, benchmarks). ``shard=(i, n)`` predicts only the inputs at positions ``p`` with
-    ``p % n == i`` of the sorted input list (see :func:`select_shard`)."""
-    from vesselseg.inference.network import (
-        load_model,
-        make_predict_fn,
-        prepare_network,
-        resolve_device,
-    )
+    ``p % n == i`` of the sorted input list (see :func:`select_shard`). ``resolve`` turns
+    registry URIs (ensemble members) into files (the CLI passes ``registry.resolve_model``).
 
+    The public entry point keeps its flat keyword arguments; they are grouped into
+    :class:`PredictOptions` for :func:`predict_volume`."""
     cfg = cfg or InferConfig()
-    input_path = Path(input_path)
-    save_dir = Path(save_dir if save_dir is not None else cfg.out_dir)
-    all_inputs = find_inputs(input_path, file_type)
+    opts = PredictOptions(
+        cfg=cfg,
+        save_dir=Path(save_dir if save_dir is not None else cfg.out_dir),
+        reading=InputFormat(file_type, shape, dtype),
+        resume=resume,
+        max_buffer_bytes=int(max_buffer_mib * MIB),
+        show_progress=show_progress,
+    )
+    all_inputs = find_inputs(Path(input_path), file_type)
     inputs = select_shard(all_inputs, shard)
     if shard is not None:
         log.info("shard %d/%d: %d of %d input(s)", shard[0], shard[1], len(inputs), len(all_inputs))
-    net, meta = load_model(model)
-    tile = check_tiling(cfg, meta.model)
-    dev = resolve_device(device)
-    net = prepare_network(net, dev)
-    predict_fn = make_predict_fn(net, dev, precision=cfg.precision, tta=cfg.tta)
-    if net_hook is not None:
-        predict_fn = net_hook(predict_fn)
-    model_path = Path(str(model))
-    model_key = {"weights": _fingerprint(model_path)}
-    summary = PredictSummary(device=str(dev), save_dir=save_dir)
+    prepared = prepare_model(model, cfg, device, resolve, net_hook)
+    summary = PredictSummary(device=prepared.device, save_dir=opts.save_dir)
     start = time.perf_counter()
     for name, path in inputs:
-        result = predict_volume(
-            name,
-            path,
-            model_path,
-            model_key,
-            predict_fn,
-            meta.percentiles,
-            tile,
-            cfg,
-            save_dir,
-            file_type,
-            shape,
-            dtype,
-            resume,
-            int(max_buffer_mib * MIB),
-            str(dev),
-            show_progress,
-        )
-        summary.results.append(result)
+        summary.results.append(predict_volume(name, path, prepared, opts))
     summary.seconds = time.perf_counter() - start
     return summary
 
 
 def predict_volume(
-    name: str,
-    path: Path,
-    model_path: Path,
-    model_key: dict[str, Any],
-    predict_fn: Any,
-    percentiles: list[float],
-    tile: tuple[int, int, int],
-    cfg: InferConfig,
-    save_dir: Path,
-    file_type: str | None,
-    shape: tuple[int, int, int] | None,
-    dtype: str | None,
-    resume: bool,
-    max_buffer_bytes: int,
-    device: str,
-    show_progress: bool,
+    name: str, path: Path, model: PreparedModel, opts: PredictOptions
 ) -> VolumeResult:
     """Predict one volume into its two outputs (see :func:`predict_path`)."""
-    from vesselseg.data.normalize import load_or_compute_stats, normalize
+    from vesselseg.data.normalize import load_or_compute_stats
     from vesselseg.io import open_volume
-    from vesselseg.progress import progress_bar
 
-    volume = open_volume(path, file_type, shape, dtype)
+    cfg, reading = opts.cfg, opts.reading
+    volume = open_volume(path, reading.file_type, reading.shape, reading.dtype)
     vshape = (int(volume.shape[0]), int(volume.shape[1]), int(volume.shape[2]))
-    paths = output_paths(save_dir, name, model_path, cfg.out_format, cfg.naming)
+    paths = output_paths(opts.save_dir, name, model.path, cfg.out_format, cfg.naming)
     result = VolumeResult(path, paths, vshape)
-    if resume and paths.complete():
+    if opts.resume and paths.complete():
         log.info("%s: already predicted (%s), skipped", path, paths.prob)
         result.skipped = True
         return result
-    grid = make_grid(vshape, tile, cfg.overlap, cfg.blend, cfg.border)
-    check_memory(grid, cfg.batch_size, max_buffer_bytes)
-    stats = load_or_compute_stats(volume, percentiles)
+    grid = make_grid(vshape, model.tile, cfg.overlap, cfg.blend, cfg.border)
+    check_memory(grid, cfg.batch_size, opts.max_buffer_bytes)
+    stats = load_or_compute_stats(volume, model.percentiles)
     release_pages(getattr(volume, "_array", None))  # pages read for the percentiles
+    predictor = StreamingPredictor(
+        model.predict_fn,
+        grid,
+        batch_size=cfg.batch_size,
+        preprocess=_normaliser(path, stats.lo, stats.hi),
+        max_buffer_bytes=opts.max_buffer_bytes,
+        release_input=lambda: release_pages(getattr(volume, "_array", None)),
+    )
+    key = resume_key(path, model, cfg, predictor, (stats.lo, stats.hi))
+    n_tiles = predictor.plan.n_tiles
+    writer = PredictionWriter(
+        paths, vshape, cfg.out_format, cfg.prob_dtype, cfg.threshold, key, n_tiles, opts.resume
+    )
+    result.resumed_from = writer.resume_from
+    if writer.resume_from:
+        log.info("%s: resuming after %d of %d windows", path, writer.resume_from, n_tiles)
+    if writer.resume_from < n_tiles:
+        run = _stream(predictor, volume, writer, f"predict {name}", opts.show_progress)
+        result.tiles, result.seconds = run.tiles, run.seconds
+        result.forward_seconds = run.forward_seconds
+        result.peak_buffer_bytes = run.peak_buffer_bytes
+    writer.commit()
+    _log_done(result)
+    return result
+
+
+def _normaliser(path: Path, lo: float, hi: float) -> Callable[[np.ndarray], np.ndarray]:
+    """Raw input → normalised float32 network input; NaN or infinite values are an error."""
+    from vesselseg.data.normalize import normalize
 
     def preprocess(raw: np.ndarray) -> np.ndarray:
-        data = normalize(raw, stats.lo, stats.hi)
+        data = normalize(raw, lo, hi)
         if not np.isfinite(data).all():
             raise NonFiniteError(f"{path}: NaN or infinite intensities")
         return data
 
-    predictor = StreamingPredictor(
-        predict_fn,
-        grid,
-        batch_size=cfg.batch_size,
-        preprocess=preprocess,
-        max_buffer_bytes=max_buffer_bytes,
-        release_input=lambda: release_pages(getattr(volume, "_array", None)),
-    )
-    key = {
+    return preprocess
+
+
+def resume_key(
+    path: Path,
+    model: PreparedModel,
+    cfg: InferConfig,
+    predictor: StreamingPredictor,
+    intensity: tuple[float, float],
+) -> dict[str, Any]:
+    """Everything the output of ``path`` depends on: ``--resume`` continues only on a match."""
+    return {
         "input": _fingerprint(path),
-        "model": model_key,
-        "shape": list(vshape),
-        "tile": list(tile),
+        "model": model.key,
+        "shape": list(predictor.grid.shape),
+        "tile": list(model.tile),
         "overlap": cfg.overlap,
         "border": cfg.border,
         "blend": cfg.blend,
@@ -365,48 +325,42 @@ def predict_volume(
         "threshold": cfg.threshold,
         "prob_dtype": cfg.prob_dtype,
         "block": list(predictor.block) if predictor.block else None,
-        "device": device,
+        "device": model.device,
         "threads": torch_threads(),  # float sums differ with the thread count
-        "intensity": [stats.lo, stats.hi],
+        "intensity": list(intensity),
     }
-    writer = PredictionWriter(
-        paths,
-        vshape,
-        cfg.out_format,
-        cfg.prob_dtype,
-        cfg.threshold,
-        key,
-        predictor.plan.n_tiles,
-        resume,
-    )
-    result.resumed_from = writer.resume_from
-    if writer.resume_from:
-        log.info(
-            "%s: resuming after %d of %d windows", path, writer.resume_from, predictor.plan.n_tiles
-        )
-    if writer.resume_from < predictor.plan.n_tiles:
-        restart = predictor.plan.restart_tile(writer.resume_from)
-        todo = predictor.plan.n_tiles - (restart // cfg.batch_size) * cfg.batch_size
-        label = f"predict {name}"
-        try:
-            if show_progress:
-                with progress_bar(label, total=todo, unit="tiles") as advance:
-                    run = predictor.run(volume, writer, writer.resume_from, on_tiles=advance)
-            else:
-                run = predictor.run(volume, writer, writer.resume_from)
-        except BaseException:
-            writer.close_partial()
-            raise
-        result.tiles, result.seconds = run.tiles, run.seconds
-        result.forward_seconds = run.forward_seconds
-        result.peak_buffer_bytes = run.peak_buffer_bytes
-    writer.commit()
+
+
+def _stream(
+    predictor: StreamingPredictor,
+    volume: Any,
+    writer: PredictionWriter,
+    label: str,
+    show_progress: bool,
+) -> RunStats:
+    """Run ``predictor`` from the writer's resume point; on any error keep the partial
+    outputs for ``--resume``."""
+    from vesselseg.progress import progress_bar
+
+    plan, batch = predictor.plan, predictor.batch_size
+    todo = plan.n_tiles - (plan.restart_tile(writer.resume_from) // batch) * batch
+    try:
+        if show_progress:
+            with progress_bar(label, total=todo, unit="tiles") as advance:
+                return predictor.run(volume, writer, writer.resume_from, on_tiles=advance)
+        return predictor.run(volume, writer, writer.resume_from)
+    except BaseException:
+        writer.close_partial()
+        raise
+
+
+def _log_done(result: VolumeResult) -> None:
     rate = result.voxels / result.seconds if result.seconds else 0.0
     log.info(
         "%s → %s: %d windows in %.1f s (%.2f Mvoxels/s, network %.0f%% of the time), "
         "buffers %.1f MiB, peak memory %.0f MiB",
-        path,
-        paths.prob,
+        result.input,
+        result.outputs.prob,
         result.tiles,
         result.seconds,
         rate / 1e6,
@@ -414,4 +368,31 @@ def predict_volume(
         result.peak_buffer_bytes / MIB,
         peak_rss_mib(),
     )
-    return result
+
+
+# --------------------------------------------------------------------------- datasets
+
+
+def sample_name(sample: Sample) -> str:
+    """The name ``vesselseg predict`` uses for the sample's outputs."""
+    return sample.id if sample.layout == "kaggle" else sample.image.name
+
+
+def ensure_predictions(
+    samples: list[Sample],
+    model: Path,
+    pred_dir: Path,
+    cfg: InferConfig,
+    resume: bool = False,
+    resolve: Resolver | None = None,
+) -> dict[str, Path]:
+    """Probability file per sample id, predicting the volumes that lack one."""
+    found = {}
+    for sample in samples:
+        paths = output_paths(pred_dir, sample_name(sample), model, cfg.out_format, cfg.naming)
+        if not paths.complete():
+            log.info("no prediction for %s yet: predicting it", sample.id)
+            source = sample.image.parent if sample.layout == "kaggle" else sample.image
+            predict_path(source, model, pred_dir, cfg, resume=resume, resolve=resolve)
+        found[sample.id] = paths.prob
+    return found

@@ -9,7 +9,7 @@ Conventions (all per axis unless stated):
   windows start at ``0, step, 2*step, ...`` until one reaches the end, and the last window is
   shifted back to end exactly at ``size``. With the same tile, overlap and blending, the
   predictor therefore blends the very same windows as ``sliding_window_inference``.
-* :func:`gaussian_importance` reproduces MONAI's ``compute_importance_map(mode="gaussian",
+* :func:`gaussian_importance` is MONAI's ``compute_importance_map(mode="gaussian",
   sigma_scale=0.125)`` (nnU-Net uses the same idea): a separable Gaussian with
   ``sigma = sigma_scale * tile``, clamped below at ``max(min, 1e-3)`` so no voxel has zero
   weight.
@@ -72,20 +72,17 @@ def pad_amounts(size: int, tile: int) -> tuple[int, int]:
 
 
 def gaussian_importance(tile: Sequence[int], sigma_scale: float = 0.125) -> torch.Tensor:
-    """``(tz, ty, tx)`` float32 Gaussian importance map, as MONAI ``compute_importance_map``.
+    """``(tz, ty, tx)`` float32 Gaussian importance map: MONAI's ``compute_importance_map``.
 
     Separable ``exp(-x**2 / (2 sigma**2))`` with ``x`` centred on the tile and
-    ``sigma = sigma_scale * tile``, then clamped below at ``max(min, 1e-3)``.
+    ``sigma = sigma_scale * tile`` (per axis), then clamped below at ``max(min, 1e-3)``.
     """
-    importance: torch.Tensor | None = None
-    for i, n in enumerate(tile):
-        sigma = n * sigma_scale
-        x = torch.arange(start=-(n - 1) / 2.0, end=(n - 1) / 2.0 + 1, dtype=torch.float)
-        x = torch.exp(x**2 / (-2 * sigma**2))
-        importance = x if importance is None else importance.unsqueeze(-1) * x[(None,) * i]
-    assert importance is not None
-    floor = max(torch.min(importance).item(), 1e-3)
-    return torch.clamp_(importance, min=floor)
+    from monai.data.utils import compute_importance_map  # monai is slow to import: lazily
+
+    shape = tuple(int(n) for n in tile)
+    return compute_importance_map(
+        shape, mode="gaussian", sigma_scale=sigma_scale, device="cpu", dtype=torch.float32
+    )
 
 
 def border_weights_1d(tile: int, border: int, first: bool, last: bool) -> torch.Tensor:

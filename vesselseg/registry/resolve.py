@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from vesselseg.bundle import is_model_uri
 from vesselseg.errors import MissingPathError
 from vesselseg.io.atomic import commit
 from vesselseg.provenance import sha256_file
@@ -25,11 +26,6 @@ from vesselseg.registry.lookup import RegistryError, registered_version
 log = logging.getLogger(__name__)
 
 MARKER = "vesselseg-source.json"  # what a cache folder was downloaded from
-
-
-def is_model_uri(source: str) -> bool:
-    """``models:/…`` or ``runs:/…``: a model in an MLflow store, not a file."""
-    return source.startswith(("models:/", "runs:/"))
 
 
 def default_cache_dir() -> Path:
