@@ -68,3 +68,31 @@ def test_cli_submit(tmp_path: Path) -> None:
     assert rows == [["id", "rle"], ["kidney_9_0000", "1 0"], ["kidney_9_0001", "5 1"]]
     result = CliRunner().invoke(app, ["submit", str(tmp_path / "nope")])
     assert result.exit_code == 2 and "no such folder" in result.output
+
+
+@pytest.mark.parametrize("spelling", ["case", "images"])
+def test_predicting_a_case_or_its_images_folder_names_the_case(
+    spelling: str, tmp_path: Path, model_file: Path
+) -> None:
+    """``predict test/kidney_5`` and ``predict test/kidney_5/images`` both write kidney_5.*
+    outputs, so ``submit`` writes kidney_5_NNNN ids."""
+    import tifffile
+    from typer.testing import CliRunner
+
+    from vesselseg.cli import app
+
+    images = tmp_path / "test" / "kidney_5" / "images"
+    images.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for z in range(3):
+        tifffile.imwrite(images / f"{z:04d}.tif", rng.integers(0, 255, (16, 16), np.uint8))
+    target = images.parent if spelling == "case" else images
+    out = tmp_path / "pred"
+    args = ["predict", str(target), "--model", str(model_file), "--out-dir", str(out)]
+    result = CliRunner().invoke(app, [*args, "--tile-size", "16"])
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name.split(".")[0] for p in out.glob("*.mask.*")) == ["kidney_5"]
+    result = CliRunner().invoke(app, ["submit", str(out), "--out", str(tmp_path / "s.csv")])
+    assert result.exit_code == 0, result.output
+    ids = [row[0] for row in csv.reader((tmp_path / "s.csv").open())][1:]
+    assert ids == ["kidney_5_0000", "kidney_5_0001", "kidney_5_0002"]

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from vesselseg.errors import ConfigError, DatasetError, MissingPathError
 from vesselseg.inference.outputs import looks_like_output
+from vesselseg.io.dataset import Sample
 
 
 def find_inputs(path: Path, file_type: str | None = None) -> list[tuple[str, Path]]:
@@ -41,11 +42,22 @@ def find_inputs(path: Path, file_type: str | None = None) -> list[tuple[str, Pat
                     continue
             except Exception:  # noqa: BLE001 - undetectable: let --file-type decide
                 pass
-        name = sample.id if sample.layout == "kaggle" else sample.image.name
-        found.append((name, sample.image))
+        found.append((input_name(sample), sample.image))
     if not found:
         raise DatasetError(f"{path}: no volumes to predict")
     return found
+
+
+def input_name(sample: Sample) -> str:
+    """The name outputs are called after: the case id for Kaggle cases, else the file name —
+    except a slice folder called ``images``, which is a case's (``kidney_5/images`` is
+    ``kidney_5``, so predicting the folder itself names outputs as predicting its parent does)."""
+    if sample.layout == "kaggle":
+        return sample.id
+    image = Path(sample.image)
+    if image.name == "images" and image.is_dir():
+        return image.resolve().parent.name
+    return image.name
 
 
 SLURM_ARRAY_VARS = ("SLURM_ARRAY_TASK_ID", "SLURM_ARRAY_TASK_COUNT")
