@@ -1,0 +1,116 @@
+"""How much the demo's test Dice moves with the seed and the torch thread count.
+
+Runs the real DVC pipeline (this repository's dvc.yaml and params.yaml, `dvc repro` in a
+scratch copy) once per (train.seed, threads) pair and prints each model's test Dice, then the
+mean, standard deviation and range per model:
+
+    python benchmarks/bench_demo.py                          # seeds 0 1 2 x threads 1 2
+    python benchmarks/bench_demo.py --seeds 0 1 --threads 2  # fewer runs
+    python benchmarks/bench_demo.py --until compare_stage1   # stage 1 only (much faster)
+
+Each full pipeline takes ~12 min on 2 cores; runs go one after the other. The synthetic data
+(synth.seed) stays the same: only training randomness and float reduction order change.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from _table import print_table
+
+ROOT = Path(__file__).resolve().parents[1]
+METRICS = {  # model -> metrics file written by the pipeline
+    "stage 1": "metrics/stage1.json",
+    "stage 2": "metrics.json",
+    "2D multiview": "metrics/multiview.json",
+    "ensemble": "metrics/ensemble.json",
+}
+
+
+def set_train_seed(params: Path, seed: int) -> None:
+    """Rewrite ``train.seed`` in a params.yaml, keeping its comments and every other key."""
+    section, out = None, []
+    for line in params.read_text().splitlines(keepends=True):
+        if line[:1].isalpha() and line.rstrip().endswith(":"):
+            section = line.strip()[:-1]
+        if section == "train" and line.startswith("  seed:"):
+            line = f"  seed: {seed}\n"
+        out.append(line)
+    params.write_text("".join(out))
+
+
+def run_pipeline(seed: int, threads: int, until: str | None) -> dict:
+    """Test Dice per model of one `dvc repro` with train.seed = seed and `threads` threads."""
+    work = Path(tempfile.mkdtemp(prefix=f"demo-s{seed}-t{threads}-"))
+    for name in ("dvc.yaml", "params.yaml"):
+        shutil.copy(ROOT / name, work / name)
+    bin_dir = Path(sys.executable).parent
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+    env["PATH"] = f"{bin_dir}{os.pathsep}{env.get('PATH', '')}"
+    env.update(VESSELSEG_PROGRESS="0", MLFLOW_DISABLE_TELEMETRY="true", DVC_NO_ANALYTICS="1")
+
+    def sh(*args: str) -> None:
+        subprocess.run(args, cwd=work, env=env, check=True, capture_output=True, text=True)
+
+    sh(str(bin_dir / "dvc"), "init", "--no-scm", "-q")
+    sh(str(bin_dir / "dvc"), "config", "core.analytics", "false")
+    set_train_seed(work / "params.yaml", seed)  # synth.seed stays: the same data every run
+    start = time.perf_counter()
+    repro = [str(bin_dir / "dvc"), "repro", "-q"] + ([until] if until else [])
+    result = subprocess.run(repro, cwd=work, env=env, capture_output=True, text=True)
+    if result.returncode != 0:
+        raise SystemExit(f"dvc repro failed in {work}:\n{result.stdout}\n{result.stderr}")
+    minutes = (time.perf_counter() - start) / 60
+    dice = {}
+    for model, rel in METRICS.items():
+        path = work / rel
+        if path.is_file():
+            dice[model] = json.loads(path.read_text())["overall"]["dice"]
+    shutil.rmtree(work, ignore_errors=True)
+    return {"seed": seed, "threads": threads, "minutes": minutes, "dice": dice}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--until", help="dvc stage to stop at (e.g. compare_stage1)")
+    parser.add_argument("--json", type=Path, help="also write the results here")
+    args = parser.parse_args()
+    results = []
+    for seed in args.seeds:
+        for threads in args.threads:
+            r = run_pipeline(seed, threads, args.until)
+            results.append(r)
+            shown = ", ".join(f"{m} {d:.3f}" for m, d in r["dice"].items())
+            print(f"seed {seed}, {threads} thread(s): {shown} ({r['minutes']:.1f} min)", flush=True)
+    models = [m for m in METRICS if all(m in r["dice"] for r in results)]
+    rows = []
+    for m in models:
+        values = [r["dice"][m] for r in results]
+        sd = statistics.stdev(values) if len(values) > 1 else 0.0
+        rows.append(
+            [
+                m,
+                f"{statistics.mean(values):.3f} ± {sd:.3f}",
+                f"{min(values):.3f}–{max(values):.3f}",
+                f"{max(values) - min(values):.3f}",
+            ]  # fmt: skip
+        )
+    runs = f"{len(args.seeds)} seeds x threads {args.threads}"
+    print_table(f"Demo test Dice over {runs}", ["model", "mean ± sd", "range", "spread"], rows)
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()
