@@ -33,6 +33,7 @@ _PAIR = re.compile(
 )
 _SLICE_SUFFIXES = (".tif", ".tiff", *JP2_SUFFIXES)
 _DETACHED_HEADERS = (".mhd", ".nhdr")  # their data file (X.raw, X.raw.gz) is not a volume
+_DETACHED_DATA = (".raw.gz", ".raw", ".zraw", ".img")
 _SAFE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
 
@@ -123,13 +124,14 @@ def _stem(path: Path) -> str:
 
 
 def _is_detached_data(entry: Path) -> bool:
-    """``X.raw`` (or ``X.raw.gz``) beside an ``X.mhd`` / ``X.nhdr`` header is that header's data."""
-    stem = entry.name.split(".")[0]
-    return (
-        entry.is_file()
-        and any(entry.with_name(stem + h).is_file() for h in _DETACHED_HEADERS)
-        and not entry.name.lower().endswith(_DETACHED_HEADERS)
-    )
+    """``X.raw`` (``X.zraw``, ``X.raw.gz``) beside an ``X.mhd`` / ``X.nhdr`` header is that
+    header's data, not a volume of its own."""
+    name = entry.name.lower()
+    suffix = next((s for s in _DETACHED_DATA if name.endswith(s)), None)
+    if suffix is None or not entry.is_file():
+        return False
+    base = entry.name[: -len(suffix)]
+    return any(entry.with_name(base + header).is_file() for header in _DETACHED_HEADERS)
 
 
 def _pair_samples(folder: Path) -> list[Sample]:

@@ -39,7 +39,7 @@ from vesselseg.io.formats.numpy_raw import open_npy, open_raw
 from vesselseg.io.formats.tiff import TIFF_SUFFIXES, TiffSliceFolder, open_tiff_file
 from vesselseg.io.sidecar import sidecar_path as raw_sidecar
 from vesselseg.io.sidecar import sidecar_voxel_size
-from vesselseg.io.spacing import UNKNOWN, BadSpacing, FileSpacing, SpacingError, voxel_size
+from vesselseg.io.spacing import UNKNOWN, BadSpacing, FileSpacing, SpacingError, check_spacing
 from vesselseg.io.volume import ArrayLike, MappedVolume, Volume, with_spacing
 
 FILE_TYPES = ("npy", "raw", "tiff", "jp2", "zarr", "nifti", "metaimage", "nrrd")
@@ -111,22 +111,27 @@ def open_volume(
 
     ``file_type`` overrides detection from the name. ``shape`` and ``dtype`` are needed for raw
     files without a ``X.raw.json`` sidecar (``{"shape": [z, y, x], "dtype": "uint16"}``).
-    ``spacing`` (``(z, y, x)``, in ``unit``, default ``um``) overrides the file's voxel size;
-    the file's own voxel size is then not read (so a broken header does not stop it).
+    ``spacing`` (``(z, y, x)``, in ``unit``: by default the file's unit, else ``um``) overrides
+    the file's voxel size and the sidecar's; a broken spacing in the header is then ignored.
     """
     path = Path(path)
     if not path.exists():
         raise MissingPathError(f"{path}: no such file or folder")
-    override = voxel_size(spacing, unit or "um", "--spacing") if spacing is not None else None
+    if spacing is not None:
+        check_spacing(spacing, "--spacing")  # a bad override fails before any file is read
     kind = file_type or detect_file_type(path)
     if kind not in FILE_TYPES:
         raise VolumeFormatError(f"{path}: unknown file type {kind!r} (one of {FILE_TYPES})")
     array, found, kind = _open(path, kind, shape, dtype)
-    if override is None:
-        if isinstance(found, BadSpacing):
+    if isinstance(found, BadSpacing):
+        if spacing is None:
             raise SpacingError(found.message)
-        found = found or sidecar_voxel_size(path)
-    volume = Volume(array, path, kind, override or found or UNKNOWN)  # type: ignore[arg-type]
+        found = None
+    if spacing is None and found is None:
+        found = sidecar_voxel_size(path)
+    volume = Volume(array, path, kind, found or UNKNOWN)
+    if spacing is not None:
+        volume = with_spacing(volume, spacing, unit)
     if require_3d and volume.ndim != 3:
         raise VolumeFormatError(f"{path}: expected a 3D volume (z, y, x), got shape {volume.shape}")
     if volume.ndim and min(volume.shape) == 0:

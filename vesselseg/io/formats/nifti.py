@@ -55,12 +55,14 @@ class NiftiArray:
         if self._pid != os.getpid() or self._proxy is None:
             import nibabel as nib
 
-            self._proxy = nib.load(self.path, keep_file_open=True).dataobj
+            image = nib.load(self.path, keep_file_open=True)
+            self.header, self.affine = image.header, image.affine
+            self._proxy = image.dataobj
             self._pid = os.getpid()
         return self._proxy
 
     def __getstate__(self) -> dict[str, Any]:
-        return {**self.__dict__, "_proxy": None, "_pid": -1}
+        return {**self.__dict__, "_proxy": None, "_pid": -1, "header": None, "affine": None}
 
     def __getitem__(self, key: Any) -> np.ndarray:
         if not isinstance(key, tuple):
@@ -70,16 +72,13 @@ class NiftiArray:
 
 def open_nifti(path: Path) -> tuple[ReorientedArray, FileSpacing]:
     """The ``(z, y, x)`` lazy view of a NIfTI file and the voxel size its header gives."""
-    import nibabel as nib
     from nibabel.orientations import io_orientation
 
     try:
-        image = nib.load(path)
-        header = image.header
-        zooms = [float(z) for z in header.get_zooms()[:3]]
-        space_unit = header.get_xyzt_units()[0]
-        ornt = io_orientation(image.affine)
         array = NiftiArray(path)
+        zooms = [float(z) for z in array.header.get_zooms()[:3]]
+        space_unit = array.header.get_xyzt_units()[0]
+        ornt = io_orientation(array.affine)
     except VolumeFormatError:
         raise
     except Exception as exc:  # nibabel raises many types for corrupt files
@@ -87,6 +86,8 @@ def open_nifti(path: Path) -> tuple[ReorientedArray, FileSpacing]:
         raise VolumeFormatError(f"{path}: not a readable NIfTI file ({reason})") from None
     if len(array.shape) != 3:
         raise VolumeFormatError(f"{path}: expected a 3D volume (z, y, x), got shape {array.shape}")
+    if np.isnan(ornt).any():  # a degenerate affine: keep the voxel order
+        ornt = np.array([[0, 1], [1, 1], [2, 1]])
     # ornt[i] = (RAS axis of voxel axis i, ±1); output axis t of (z, y, x) is RAS axis 2 - t
     source = {int(ornt[i, 0]): i for i in range(3)}
     axes = tuple(source[2 - t] for t in range(3))
@@ -129,7 +130,8 @@ def create_nifti(
     if resume:
         import nibabel as nib
 
-        old = nib.Nifti1Header.from_fileobj(open(tmp, "rb"))
+        with open(tmp, "rb") as handle:
+            old = nib.Nifti1Header.from_fileobj(handle)
         if tuple(old.get_data_shape()) != tuple(reversed(shape)) or old.get_data_dtype() != dtype:
             raise VolumeFormatError(f"{tmp}: partial output does not match, remove it")
         return np.memmap(tmp, dtype=dtype, mode="r+", offset=_HEADER_BYTES, shape=shape)

@@ -54,11 +54,13 @@ def _header(path: Path) -> dict[str, Any]:
 
 def _voxel_size(header: dict[str, Any], where: str) -> FileSpacing:
     if header.get("space directions") is not None:
-        rows = [r for r in np.asarray(header["space directions"], dtype=object) if r is not None]
         try:
-            lengths = [float(np.linalg.norm(np.asarray(r, float))) for r in rows]
+            rows = np.asarray(header["space directions"], dtype=float)
         except (TypeError, ValueError):
             return None
+        if rows.ndim != 2 or np.isnan(rows).any():  # a "none" row: a non-spatial axis
+            return None
+        lengths = [float(v) for v in np.linalg.norm(rows, axis=1)]
     elif header.get("spacings") is not None:
         lengths = [float(v) for v in header["spacings"]]
     else:
