@@ -126,6 +126,18 @@ def test_nifti_writer_resumes(tmp_path: Path) -> None:
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out.nii.gz"]
 
 
+@pytest.mark.parametrize("name", ["v.nii", "v.nii.gz"])
+def test_nifti_we_write_reads_in_simpleitk(tmp_path: Path, name: str) -> None:
+    """Another library's reader is the oracle for our header: ITK sees the same voxels, the
+    same spacing (in its x, y, z order) and the unit we wrote (ITK converts to mm)."""
+    import SimpleITK as sitk
+
+    path = write_volume(tmp_path / name, DATA, voxel_size=UM)
+    image = sitk.ReadImage(str(path))
+    np.testing.assert_array_equal(sitk.GetArrayFromImage(image), DATA)
+    assert image.GetSpacing() == pytest.approx([s / 1000 for s in reversed(SPACING)])
+
+
 def test_ome_zarr_metadata_follows_ngff(tmp_path: Path) -> None:
     path = write_volume(tmp_path / "v.ome.zarr", DATA, voxel_size=UM)
     attrs = json.loads((path / "zarr.json").read_text())["attributes"]["ome"]

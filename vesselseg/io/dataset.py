@@ -7,7 +7,9 @@
 * Seed 004 (Kaggle SenNet): ``kidney_*/images/*.tif`` + ``kidney_*/labels/*.tif`` with labels
   0/255 per slice; labels are dense, so they are read as 2 (background) / 1 (vessel).
 
-Image and mask (and truth) must agree in voxel size: a mask without one (unknown) agrees with
+Voxel size comes from each file or its sidecar (``data_X.npy.json``; for a slice folder
+``kidney_1/images`` the sidecar is ``kidney_1/images.json``). Image and mask (and truth) must
+agree in voxel size: a mask without one (unknown) agrees with
 anything; a real disagreement, or a unit mismatch, is a one-line error naming both files.
 """
 

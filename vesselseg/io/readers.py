@@ -120,6 +120,7 @@ def open_volume(
     if spacing is not None:
         check_spacing(spacing, "--spacing")  # a bad override fails before any file is read
     kind = file_type or detect_file_type(path)
+    kind = "zarr" if kind == "ome-zarr" else kind  # one reader for both
     if kind not in FILE_TYPES:
         raise VolumeFormatError(f"{path}: unknown file type {kind!r} (one of {FILE_TYPES})")
     array, found, kind = _open(path, kind, shape, dtype)
