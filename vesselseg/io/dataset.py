@@ -2,10 +2,15 @@
 
 * Seed 000 (DTU V-Net): a folder of ``data_<X>.<ext>`` + ``mask_<X>.<ext>`` pairs (mask 0 = not
   annotated, 1 = vessel, 2 = background), optionally ``truth_<X>.<ext>`` (dense 0/1 truth, as
-  written by ``vesselseg synth``). ``<ext>`` is any readable type (npy, raw, tif, zarr, a slice
-  folder).
+  written by ``vesselseg synth``). ``<ext>`` is any readable type (npy, raw, tif, zarr,
+  OME-Zarr, nii/nii.gz, mha/mhd, nrrd, a TIFF or JPEG 2000 slice folder).
 * Seed 004 (Kaggle SenNet): ``kidney_*/images/*.tif`` + ``kidney_*/labels/*.tif`` with labels
   0/255 per slice; labels are dense, so they are read as 2 (background) / 1 (vessel).
+
+Voxel size comes from each file or its sidecar (``data_X.npy.json``; for a slice folder
+``kidney_1/images`` the sidecar is ``kidney_1/images.json``). Image and mask (and truth) must
+agree in voxel size: a mask without one (unknown) agrees with
+anything; a real disagreement, or a unit mismatch, is a one-line error naming both files.
 """
 
 from __future__ import annotations
@@ -18,9 +23,19 @@ import numpy as np
 
 from vesselseg.errors import DatasetError, MissingPathError
 from vesselseg.io.checks import LabelCounts, check_finite, check_same_shape, count_labels
-from vesselseg.io.readers import MappedVolume, Volume, detect_file_type, open_volume
+from vesselseg.io.formats.jp2 import JP2_SUFFIXES
+from vesselseg.io.readers import detect_file_type, open_volume, volume_suffix
+from vesselseg.io.spacing import check_same_spacing
+from vesselseg.io.volume import MappedVolume, Volume
 
-_PAIR = re.compile(r"^(data|mask|truth)_(.+?)(\.npy|\.raw|\.tiff?|\.zarr)?$", re.IGNORECASE)
+_PAIR = re.compile(
+    r"^(data|mask|truth)_(.+?)"
+    r"(\.npy|\.raw|\.tiff?|\.ome\.zarr|\.zarr|\.nii\.gz|\.nii|\.mha|\.mhd|\.nrrd|\.nhdr)?$",
+    re.IGNORECASE,
+)
+_SLICE_SUFFIXES = (".tif", ".tiff", *JP2_SUFFIXES)
+_DETACHED_HEADERS = (".mhd", ".nhdr")  # their data file (X.raw, X.raw.gz) is not a volume
+_DETACHED_DATA = (".raw.gz", ".raw", ".zraw", ".img")
 _SAFE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
 
@@ -43,7 +58,10 @@ class Sample:
         volume = open_volume(self.mask)
         if self.layout == "kaggle":
             return Volume(
-                MappedVolume(volume, dense_labels_as_codes, np.uint8), self.mask, volume.kind
+                MappedVolume(volume, dense_labels_as_codes, np.uint8),
+                self.mask,
+                volume.kind,
+                volume.voxel_size,
             )
         return volume
 
@@ -90,23 +108,32 @@ def discover_dataset(folder: str | Path, require_masks: bool = False) -> list[Sa
 
 
 def _is_single_volume_dir(folder: Path) -> bool:
-    """A zarr store or a TIFF slice folder is one volume, not a dataset."""
+    """A zarr store or a TIFF / JPEG 2000 slice folder is one volume, not a dataset."""
     if folder.name.lower().endswith(".zarr") or (folder / "zarr.json").is_file():
         return True
     entries = list(folder.iterdir())
     return (
         bool(entries)
-        and all(p.is_file() and p.suffix.lower() in (".tif", ".tiff") for p in entries)
+        and all(p.is_file() and p.suffix.lower() in _SLICE_SUFFIXES for p in entries)
         and not any(_PAIR.match(p.name) for p in entries)
     )
 
 
 def _stem(path: Path) -> str:
     name = path.name
-    for suffix in (".npy", ".raw", ".tiff", ".tif", ".zarr"):
-        if name.lower().endswith(suffix):
-            return name[: -len(suffix)]
-    return name
+    suffix = volume_suffix(name)
+    return name[: -len(suffix)] if suffix else name
+
+
+def _is_detached_data(entry: Path) -> bool:
+    """``X.raw`` (``X.zraw``, ``X.raw.gz``) beside an ``X.mhd`` / ``X.nhdr`` header is that
+    header's data, not a volume of its own."""
+    name = entry.name.lower()
+    suffix = next((s for s in _DETACHED_DATA if name.endswith(s)), None)
+    if suffix is None or not entry.is_file():
+        return False
+    base = entry.name[: -len(suffix)]
+    return any(entry.with_name(base + header).is_file() for header in _DETACHED_HEADERS)
 
 
 def _pair_samples(folder: Path) -> list[Sample]:
@@ -117,6 +144,7 @@ def _pair_samples(folder: Path) -> list[Sample]:
             not match
             or entry.name.startswith(".")
             or (match.group(3) is None and not entry.is_dir())
+            or _is_detached_data(entry)
         ):
             continue  # caches, sidecars and partial files are not volumes
         role, sample_id = match.group(1).lower(), match.group(2)
@@ -162,6 +190,8 @@ def _plain_samples(folder: Path) -> list[Sample]:
     for entry in sorted(folder.iterdir()):
         if entry.name.startswith(".") or entry.name.endswith((".part", ".json")):
             continue
+        if _is_detached_data(entry):
+            continue
         try:
             detect_file_type(entry)
         except Exception:
@@ -171,7 +201,7 @@ def _plain_samples(folder: Path) -> list[Sample]:
 
 
 def validate_sample(sample: Sample) -> LabelCounts | None:
-    """Open and check a sample: 3D image, finite values, mask shape and label codes.
+    """Open and check a sample: 3D image, finite values, mask shape, voxel size, label codes.
 
     Returns the mask's label counts (None without a mask).
     """
@@ -181,9 +211,11 @@ def validate_sample(sample: Sample) -> LabelCounts | None:
     if mask is None:
         return None
     check_same_shape(image, mask)
+    check_same_spacing(image.voxel_size, mask.voxel_size, str(image.path), str(mask.path))
     truth = sample.open_truth()
     if truth is not None:
         check_same_shape(image, truth, what="truth")
+        check_same_spacing(image.voxel_size, truth.voxel_size, str(image.path), str(truth.path))
     return count_labels(mask, name=str(sample.mask))
 
 

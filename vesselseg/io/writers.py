@@ -1,14 +1,21 @@
-"""Write volumes region by region, atomically: npy (memmap), raw (+ sidecar), TIFF, zarr.
+"""Write volumes region by region, atomically, keeping their voxel size.
 
+Formats: npy (memmap), raw (+ sidecar), TIFF, zarr, OME-Zarr and NIfTI (``.nii``/``.nii.gz``).
 A :class:`VolumeWriter` writes to ``<name>.part`` and renames to ``<name>`` only on
-:meth:`VolumeWriter.commit`, so a killed run never leaves a file that looks finished. With
-``resume=True`` an existing ``.part`` is reopened instead of recreated (resumable inference).
+:meth:`VolumeWriter.commit` (through :mod:`vesselseg.io.atomic`), so a killed run never leaves
+a file that looks finished. With ``resume=True`` an existing ``.part`` is reopened instead of
+recreated (resumable inference).
+
+A known ``voxel_size`` is kept where each format keeps it: the ``X.npy.json`` / ``X.raw.json``
+sidecar, the NIfTI header (zooms, ``xyzt_units``, a diagonal affine), the zarr array's
+attributes, NGFF 0.5 ``multiscales`` metadata, the TIFF's ImageJ metadata and resolution tags
+(the JSON image description for dtypes ImageJ cannot hold). An unknown one is not written, so
+it reads back unknown.
 """
 
 from __future__ import annotations
 
 import errno
-import json
 import os
 import shutil
 from pathlib import Path
@@ -17,24 +24,39 @@ from typing import Any
 import numpy as np
 
 from vesselseg.errors import VesselsegError, VolumeFormatError
+from vesselseg.io.atomic import commit, partial_path
+from vesselseg.io.sidecar import sidecar_path, write_sidecar
+from vesselseg.io.spacing import VoxelSize
 
-WRITE_FORMATS = ("npy", "raw", "tiff", "zarr")
-SUFFIX = {"npy": ".npy", "raw": ".raw", "tiff": ".tif", "zarr": ".zarr"}
+WRITE_FORMATS = ("npy", "raw", "tiff", "zarr", "ome-zarr", "nifti")
+SUFFIX = {
+    "npy": ".npy",
+    "raw": ".raw",
+    "tiff": ".tif",
+    "zarr": ".zarr",
+    "ome-zarr": ".ome.zarr",
+    "nifti": ".nii.gz",
+}
+_SUFFIX_FORMATS = (
+    (".ome.zarr", "ome-zarr"),
+    (".npy", "npy"),
+    (".raw", "raw"),
+    (".zarr", "zarr"),
+    (".tif", "tiff"),
+    (".tiff", "tiff"),
+    (".nii", "nifti"),
+    (".nii.gz", "nifti"),
+)
+
+__all__ = ["SUFFIX", "WRITE_FORMATS", "VolumeWriter", "partial_path", "write_volume"]
 
 
 def format_from_suffix(path: Path) -> str:
     name = path.name.lower()
-    for fmt, suffix in (("npy", ".npy"), ("raw", ".raw"), ("zarr", ".zarr")):
+    for suffix, fmt in _SUFFIX_FORMATS:
         if name.endswith(suffix):
             return fmt
-    if name.endswith((".tif", ".tiff")):
-        return "tiff"
     raise VolumeFormatError(f"{path}: cannot tell the output format from the name")
-
-
-def partial_path(path: Path) -> Path:
-    """Where ``path`` is written until it is complete."""
-    return path.with_name(path.name + ".part")
 
 
 def reserve_disk(path: Path) -> None:
@@ -64,7 +86,8 @@ class VolumeWriter:
     """Write a ``(z, y, x)`` volume by regions to a temporary name, rename when complete.
 
     Use as a context manager: a clean exit commits, an exception removes the partial output
-    (unless ``keep_partial_on_error``, which resumable writers set).
+    (unless ``keep_partial_on_error``, which resumable writers set). ``voxel_size`` is recorded
+    in the output where the format has a place for it (see the module doc).
     """
 
     def __init__(
@@ -76,6 +99,7 @@ class VolumeWriter:
         chunks: tuple[int, ...] | None = None,
         resume: bool = False,
         keep_partial_on_error: bool = False,
+        voxel_size: VoxelSize | None = None,
     ) -> None:
         self.path = Path(path)
         self.fmt = fmt or format_from_suffix(self.path)
@@ -83,13 +107,14 @@ class VolumeWriter:
             raise VolumeFormatError(f"{self.path}: unknown output format {self.fmt!r}")
         self.shape = tuple(int(s) for s in shape)
         self.dtype = np.dtype(dtype)
+        self.voxel_size = voxel_size if voxel_size is not None and voxel_size.known else None
         self.tmp = partial_path(self.path)
         self.keep_partial_on_error = keep_partial_on_error
         self.resumed = resume and self.tmp.exists()
         self.path.parent.mkdir(parents=True, exist_ok=True)
         try:
             self._array = self._open(chunks)
-            if self.fmt != "zarr" and not self.resumed:
+            if self.fmt not in ("zarr", "ome-zarr") and not self.resumed:
                 reserve_disk(self.tmp)
         except VesselsegError:
             raise
@@ -113,20 +138,54 @@ class VolumeWriter:
         if self.fmt == "raw":
             return np.memmap(self.tmp, dtype=self.dtype, mode=mode, shape=self.shape)
         if self.fmt == "tiff":
-            import tifffile
+            return self._open_tiff()
+        if self.fmt == "nifti":
+            from vesselseg.io.formats.nifti import create_nifti
 
-            if self.resumed:
-                return tifffile.memmap(self.tmp, mode="r+")
-            return tifffile.memmap(
-                self.tmp, shape=self.shape, dtype=self.dtype, photometric="minisblack"
-            )
-        import zarr
+            return create_nifti(self.tmp, self.shape, self.dtype, self.voxel_size, self.resumed)
+        return self._open_zarr(chunks or _default_chunks(self.shape))
+
+    def _open_tiff(self) -> Any:
+        import tifffile
+
+        from vesselseg.io.formats.tiff import IMAGEJ_DTYPES, IMAGEJ_MAX_BYTES
 
         if self.resumed:
-            return zarr.open_array(str(self.tmp), mode="r+")
-        chunks = chunks or _default_chunks(self.shape)
-        return zarr.open_array(
-            str(self.tmp), mode="w", shape=self.shape, dtype=self.dtype, chunks=chunks
+            return tifffile.memmap(self.tmp, mode="r+")
+        options: dict[str, Any] = {}
+        if self.voxel_size is not None:
+            z, y, x = self.voxel_size.spacing
+            unit = self.voxel_size.unit
+            nbytes = int(np.prod(self.shape)) * self.dtype.itemsize
+            options["resolution"] = (1.0 / x, 1.0 / y)
+            if self.dtype.name in IMAGEJ_DTYPES and nbytes < IMAGEJ_MAX_BYTES:
+                options.update(imagej=True, metadata={"spacing": z, "unit": unit, "axes": "ZYX"})
+            else:  # tifffile's JSON image description
+                options["metadata"] = {"spacing": [z, y, x], "unit": unit}
+        return tifffile.memmap(
+            self.tmp, shape=self.shape, dtype=self.dtype, photometric="minisblack", **options
+        )
+
+    def _open_zarr(self, chunks: tuple[int, ...]) -> Any:
+        import zarr
+
+        if self.fmt == "zarr":
+            if self.resumed:
+                return zarr.open_array(str(self.tmp), mode="r+")
+            array = zarr.open_array(
+                str(self.tmp), mode="w", shape=self.shape, dtype=self.dtype, chunks=chunks
+            )
+            if self.voxel_size is not None:
+                array.attrs.update(self.voxel_size.as_json())
+            return array
+        from vesselseg.io.formats.zarr_store import ngff_attributes
+
+        if self.resumed:
+            return zarr.open_group(str(self.tmp), mode="r+")["0"]
+        group = zarr.open_group(str(self.tmp), mode="w")
+        group.attrs.update(ngff_attributes(self.path.name, self.voxel_size))
+        return group.create_array(
+            "0", shape=self.shape, dtype=self.dtype, chunks=chunks, dimension_names=["z", "y", "x"]
         )
 
     def __setitem__(self, key: Any, value: np.ndarray) -> None:
@@ -147,18 +206,34 @@ class VolumeWriter:
                 raise VesselsegError(f"{self.path}: write failed ({exc.strerror or exc})") from None
 
     def commit(self) -> Path:
-        """Flush, close and rename the partial output to its final name."""
+        """Flush, close and rename the partial output to its final name (with its sidecar)."""
         self.flush()
         self._array = None
-        if self.fmt == "raw":
-            meta = {"shape": list(self.shape), "dtype": self.dtype.str, "order": "C"}
-            sidecar = self.path.with_name(self.path.name + ".json")
-            tmp_sidecar = partial_path(sidecar)
-            tmp_sidecar.write_text(json.dumps(meta))
-            os.replace(tmp_sidecar, sidecar)
-        remove_path(self.path)
-        os.replace(self.tmp, self.path)
+        self._write_sidecar()
+        if self.fmt == "nifti" and self.path.name.lower().endswith(".gz"):
+            from vesselseg.io.formats.nifti import gzip_file
+
+            packed = self.path.with_name(self.path.name + ".gz.part")
+            try:
+                gzip_file(self.tmp, packed)
+                commit(packed, self.path)
+            finally:
+                remove_path(packed)
+            remove_path(self.tmp)
+            return self.path
+        remove_path(self.path)  # os.replace cannot replace a folder (zarr)
+        commit(self.tmp, self.path)
         return self.path
+
+    def _write_sidecar(self) -> None:
+        """The raw file's sidecar, the npy file's voxel size; a stale sidecar is removed."""
+        fields: dict[str, Any] = self.voxel_size.as_json() if self.voxel_size else {}
+        if self.fmt == "raw":
+            fields = {"shape": list(self.shape), "dtype": self.dtype.str, "order": "C", **fields}
+        if self.fmt in ("raw", "npy") and fields:
+            write_sidecar(self.path, fields)
+        else:
+            remove_path(sidecar_path(self.path))  # it described the file this one replaces
 
     def abort(self) -> None:
         """Drop the partial output."""
@@ -182,10 +257,18 @@ def _default_chunks(shape: tuple[int, ...]) -> tuple[int, ...]:
 
 
 def write_volume(
-    path: str | Path, array: np.ndarray, fmt: str | None = None, slab: int = 64
+    path: str | Path,
+    array: Any,
+    fmt: str | None = None,
+    slab: int = 64,
+    voxel_size: VoxelSize | None = None,
 ) -> Path:
-    """Write an in-memory (or lazily sliced) array atomically, slab by slab along z."""
-    with VolumeWriter(path, array.shape, array.dtype, fmt=fmt) as writer:
+    """Write an in-memory (or lazily sliced) array atomically, slab by slab along z.
+
+    ``voxel_size`` defaults to the array's own (a :class:`~vesselseg.io.Volume`'s).
+    """
+    voxel_size = voxel_size or getattr(array, "voxel_size", None)
+    with VolumeWriter(path, array.shape, array.dtype, fmt=fmt, voxel_size=voxel_size) as writer:
         for z0 in range(0, array.shape[0], slab):
             writer[z0 : z0 + slab] = np.asarray(array[z0 : z0 + slab])
     return Path(path)
