@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +11,7 @@ from vesselseg.io.checks import count_labels, value_range
 from vesselseg.io.dataset import discover_dataset
 from vesselseg.io.readers import Volume, open_volume
 from vesselseg.io.sidecar import sidecar_path
+from vesselseg.io.volume import with_spacing
 
 
 def describe_spacing(volume: Volume) -> str:
@@ -49,16 +50,19 @@ def describe_path(
     file_type: str | None = None,
     shape: list[int] | None = None,
     dtype: str | None = None,
-    spacing: tuple[float, float, float] | None = None,
+    spacing: Sequence[float] | None = None,
+    unit: str | None = None,
 ) -> Iterator[str]:
     """Lines describing a single volume, or a table of a dataset folder's samples.
 
-    ``spacing`` (``--spacing Z,Y,X``, in um) overrides the single volume's voxel size.
+    ``spacing`` (``--spacing Z,Y,X``, in ``unit``: by default the file's, else um) overrides the
+    voxel size of the volume, or of every image of the dataset.
     """
     samples = None if (file_type or shape or not path.is_dir()) else discover_dataset(path)
     if samples is None or (len(samples) == 1 and samples[0].image == path):
         size = tuple(shape) if shape else None
-        yield from describe_volume(open_volume(path, file_type, size, dtype, spacing=spacing))
+        volume = open_volume(path, file_type, size, dtype, spacing=spacing, unit=unit)
+        yield from describe_volume(volume)
         return
     yield f"dataset: {path} ({len(samples)} volumes, layout {samples[0].layout})"
     yield (
@@ -67,15 +71,17 @@ def describe_path(
     )
     for sample in samples:
         image = sample.open_image()
+        if spacing is not None:
+            image = with_spacing(image, spacing, unit)
         mask = sample.open_mask()
         annotated, vessel = "-", "-"
         if mask is not None:
             counts = count_labels(mask, name=str(sample.mask))
             annotated = f"{100 * counts.annotated_fraction:.2f}%"
             vessel = f"{counts.vessel:,}"
-        spacing = image.voxel_size.describe().replace(" (z, y, x)", "")
+        size = image.voxel_size.describe().replace(" (z, y, x)", "")
         yield (
-            f"{sample.id:<12} {str(image.shape):<18} {str(image.dtype):<8} {spacing:<24} "
+            f"{sample.id:<12} {str(image.shape):<18} {str(image.dtype):<8} {size:<24} "
             f"{'yes' if mask is not None else 'no':<5} {'yes' if sample.truth else 'no':<5} "
             f"{annotated:>9} {vessel:>11}"
         )

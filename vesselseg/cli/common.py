@@ -21,6 +21,13 @@ SetOpt = Annotated[
     list[str] | None,
     typer.Option("--set", "-s", help="Override a parameter: section.key=value (repeatable)."),
 ]
+SpacingOpt = Annotated[
+    str | None,
+    typer.Option(help="Voxel size Z,Y,X of the input volumes, overriding their files."),
+]
+UnitOpt = Annotated[
+    str | None, typer.Option(help="Unit of --spacing: um or mm (default: the file's, else um).")
+]
 DEFAULT_PARAMS = Path("params.yaml")
 RANK_VARIABLES = ("RANK", "LOCAL_RANK", "NODE_RANK", "SLURM_PROCID")  # set by DDP launchers
 
@@ -106,3 +113,23 @@ def parse_tags(tags: list[str] | None) -> dict[str, str]:
 def is_worker_rank() -> bool:
     """True in a DDP process other than rank 0 (only rank 0 prints summaries)."""
     return any(os.environ.get(k, "0") != "0" for k in RANK_VARIABLES)
+
+
+def spacing_values(spacing: str | None, unit: str | None) -> dict[str, Any]:
+    """``--spacing Z,Y,X`` and ``--unit`` as ``infer.spacing`` / ``infer.unit`` values.
+
+    Bad values (not three numbers, ≤ 0, NaN, an unknown unit) are a one-line
+    :class:`~vesselseg.io.SpacingError` before anything is read; ``--unit nm`` converts the
+    values to ``um``.
+    """
+    from vesselseg.io.spacing import parse_spacing, voxel_size
+
+    if spacing is None:
+        if unit is not None:
+            raise ConfigError("--unit: give --spacing Z,Y,X with it")
+        return {}
+    values = parse_spacing(spacing)
+    if unit is None:
+        return {"infer.spacing": list(values)}
+    size = voxel_size(values, unit, where="--unit")
+    return {"infer.spacing": list(size.spacing), "infer.unit": size.unit}

@@ -12,10 +12,13 @@ from vesselseg.cli.common import (
     DEFAULT_PARAMS,
     ParamsOpt,
     SetOpt,
+    SpacingOpt,
+    UnitOpt,
     load_params,
     option_values,
     parse_size,
     setup_logging,
+    spacing_values,
 )
 
 
@@ -67,14 +70,22 @@ def info(
     ] = None,
     shape: Annotated[str | None, typer.Option(help="Raw files: Z,Y,X.")] = None,
     dtype: Annotated[str | None, typer.Option(help="Raw files: numpy dtype, e.g. uint16.")] = None,
+    spacing: SpacingOpt = None,
+    unit: UnitOpt = None,
 ) -> None:
-    """Print shape, dtype, chunking, value range and label counts of a volume or dataset.
+    """Print shape, dtype, voxel size, chunking, value range and label counts of a volume or
+    dataset.
 
-    Example: [bold]vesselseg info data/raw/train[/bold]
+    Example: [bold]vesselseg info data/raw/train --spacing 5,0.994,0.994[/bold]
     """
     from vesselseg.inspect import describe_path
 
-    for line in describe_path(path, file_type, parse_size(shape, "--shape"), dtype):
+    size = spacing_values(spacing, unit)
+    raw = parse_size(shape, "--shape")
+    lines = describe_path(
+        path, file_type, raw, dtype, size.get("infer.spacing"), size.get("infer.unit")
+    )
+    for line in lines:
         typer.echo(line)
 
 

@@ -16,11 +16,14 @@ from vesselseg.cli.common import (
     DEFAULT_PARAMS,
     ParamsOpt,
     SetOpt,
+    SpacingOpt,
+    UnitOpt,
     best_threshold_from,
     load_params,
     option_values,
     parse_size,
     setup_logging,
+    spacing_values,
 )
 from vesselseg.errors import ConfigError
 
@@ -36,6 +39,7 @@ INFER_KEYS = {
     "prob_dtype": "infer.prob_dtype",
     "out_format": "infer.out_format",
     "naming": "infer.naming",
+    "resample": "infer.resample",
 }
 
 
@@ -75,6 +79,15 @@ def check_architecture(model: Path, arch: str | None) -> None:
     saved = load_meta(model).model.get("name")
     if saved != arch:
         raise ConfigError(f"--model {arch}: {model} holds a {saved} network, not a {arch}")
+
+
+def chosen_threshold(threshold: float | None, threshold_from: Path | None) -> float | None:
+    """``--threshold``, or the best validation threshold of ``--threshold-from`` (not both)."""
+    if threshold_from is None:
+        return threshold
+    if threshold is not None:
+        raise ConfigError("give --threshold or --threshold-from, not both")
+    return best_threshold_from(threshold_from)
 
 
 def resolver() -> Any:
@@ -127,7 +140,9 @@ def predict(
         Path | None, typer.Option(help="metrics.json of `evaluate --val-dir`: its best threshold.")
     ] = None,
     prob_dtype: Annotated[str | None, typer.Option(help="float32, float16 or uint8.")] = None,
-    out_format: Annotated[str | None, typer.Option(help="npy, zarr or tiff.")] = None,
+    out_format: Annotated[
+        str | None, typer.Option(help="npy, zarr, ome-zarr, tiff or nifti.")
+    ] = None,
     naming: Annotated[
         str | None, typer.Option(help="default (X.MODEL.prob.npy) or seed (CKPT.X.npy.pred.npy).")
     ] = None,
@@ -136,6 +151,15 @@ def predict(
     ] = None,
     shape: Annotated[str | None, typer.Option(help="Raw input: Z,Y,X.")] = None,
     dtype: Annotated[str | None, typer.Option(help="Raw input: numpy dtype.")] = None,
+    spacing: SpacingOpt = None,
+    unit: UnitOpt = None,
+    resample: Annotated[
+        bool | None,
+        typer.Option(
+            "--resample/--no-resample",
+            help="Predict inputs at another voxel size on the model's (infer.resample).",
+        ),
+    ] = None,
     resume: Annotated[
         bool, typer.Option(help="Continue interrupted outputs; skip finished ones.")
     ] = False,
@@ -166,13 +190,11 @@ def predict(
     """
     setup_logging()
     model, source, arch = model_and_input(input_path, data_dir, model, ensemble)
-    if threshold_from is not None:
-        if threshold is not None:
-            raise ConfigError("give --threshold or --threshold-from, not both")
-        threshold = best_threshold_from(threshold_from)
+    threshold = chosen_threshold(threshold, threshold_from)
     values = {
         **option_values(locals(), INFER_KEYS),
         "infer.tile_size": parse_size(tile_size, "--tile-size"),
+        **spacing_values(spacing, unit),
     }
     p = load_params(params, overrides, values)
     from vesselseg.inference.inputs import parse_shard
@@ -229,6 +251,8 @@ def evaluate(
     tolerance: Annotated[float, typer.Option(help="Surface Dice tolerance in voxels.")] = 0.0,
     thresholds: Annotated[int, typer.Option(help="Thresholds in the PR curve.")] = 21,
     mlflow: Annotated[bool, typer.Option(help="Log to MLflow.")] = True,
+    spacing: SpacingOpt = None,
+    unit: UnitOpt = None,
     params: ParamsOpt = DEFAULT_PARAMS,
     overrides: SetOpt = None,
 ) -> None:
@@ -244,7 +268,8 @@ def evaluate(
         raise ConfigError(f"--thresholds must be >= 3, got {thresholds}")
     if tolerance < 0:
         raise ConfigError(f"--tolerance must be >= 0, got {tolerance}")
-    p = load_params(params, overrides, {"infer.threshold": threshold})
+    values = {"infer.threshold": threshold, **spacing_values(spacing, unit)}
+    p = load_params(params, overrides, values)
     from vesselseg.evaluation import evaluate_dataset
 
     s = evaluate_dataset(
@@ -272,6 +297,8 @@ def pseudo(
         int | None, typer.Option(help="Drop smaller vessel components.")
     ] = None,
     resume: Annotated[bool, typer.Option(help="Resume interrupted predictions.")] = False,
+    spacing: SpacingOpt = None,
+    unit: UnitOpt = None,
     params: ParamsOpt = DEFAULT_PARAMS,
     overrides: SetOpt = None,
 ) -> None:
@@ -285,7 +312,8 @@ def pseudo(
     setup_logging()
     keys = {"hi": "pseudo.hi", "lo": "pseudo.lo"}
     keys["min_component_voxels"] = "pseudo.min_component_voxels"
-    p = load_params(params, overrides, option_values(locals(), keys))
+    values = {**option_values(locals(), keys), **spacing_values(spacing, unit)}
+    p = load_params(params, overrides, values)
     from vesselseg.pseudo import pseudo_label_dataset
 
     s = pseudo_label_dataset(

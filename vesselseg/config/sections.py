@@ -188,9 +188,12 @@ class InferConfig:
     precision: Precision = "32"
     threshold: Float = Field(0.5, gt=0.0, lt=1.0)
     prob_dtype: Literal["float32", "float16", "uint8"] = "float32"
-    out_format: Literal["npy", "zarr", "tiff"] = "npy"
+    out_format: Literal["npy", "zarr", "ome-zarr", "tiff", "nifti"] = "npy"
     naming: Literal["default", "seed"] = "default"
     out_dir: Str = "predictions"
+    resample: Bool = True  # inputs at another voxel size are resampled to the model's
+    spacing: Triple[Annotated[Float, Field(gt=0.0)]] | None = None  # overrides inputs' (z, y, x)
+    unit: Literal["um", "mm"] | None = None  # of ``spacing`` (None: the input's own unit)
 
 
 @dataclass(config=_STRICT)

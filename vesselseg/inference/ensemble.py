@@ -9,7 +9,8 @@ An ensemble is a small JSON file, usable wherever a model file is (``predict``, 
 Member paths are relative to the ensemble file's folder; ``models:/NAME@ALIAS`` URIs stay as
 they are and the caller's ``resolve`` function turns them into files
 (:func:`vesselseg.bundle.model_file`). At inference every member sees the same normalised
-tile, so members must share their intensity percentiles; the output is
+tile, so members must share their intensity percentiles (and their training voxel size,
+where they record one); the output is
 ``sum(w_i * p_i) / sum(w_i)`` of the members' probabilities (seed 004's weighted 2D + 3D
 blend).
 """
@@ -29,6 +30,7 @@ from torch import nn
 from vesselseg.bundle import Resolver, is_model_uri, model_file
 from vesselseg.errors import ConfigError, MissingPathError
 from vesselseg.inference.network import probabilities_of
+from vesselseg.inference.voxels import merged_voxel_size
 from vesselseg.io.atomic import write_text
 
 FORMAT = "vesselseg-ensemble/1"
@@ -146,6 +148,9 @@ def load_ensemble(path: str | Path, load_member: LoadMember) -> tuple[Any, Any]:
         threshold=sum(w * m.threshold for w, m in zip(weights, metas, strict=True)) / total,
         info={"members": [{"model": m, "weight": w} for m, w in members]},
     )
+    size = merged_voxel_size(metas, str(path))  # members must agree on their training spacing
+    setattr(meta, "spacing", list(size.spacing) if size else None)  # noqa: B010 - newer field
+    setattr(meta, "unit", size.unit if size else None)  # noqa: B010
     return EnsembleNet([net for net, _ in loaded], weights).eval(), meta
 
 

@@ -8,8 +8,11 @@ Naming (``naming``):
 * ``seed`` (seed 000): ``<SAVE>/<CKPT>.<X.npy>.pred<ext>`` and ``<SAVE>/<CKPT>.<X.npy>.mask<ext>``
   with ``CKPT`` the model file's name and ``X.npy`` the input's file name.
 
-``<ext>`` is ``.npy``, ``.zarr`` or ``.tif``. Probabilities are float32 in [0, 1], float16, or
-uint8 ``round(255 p)``; the mask is uint8 ``p >= threshold`` (computed from float32 ``p``).
+``<ext>`` is ``.npy``, ``.zarr``, ``.ome.zarr``, ``.tif`` or ``.nii.gz``; every output carries
+the input's voxel size where its format keeps one (``<file>.json`` sidecar of ``.npy``, zarr
+attributes, NGFF metadata, TIFF tags, NIfTI header). Probabilities are float32 in [0, 1],
+float16, or uint8 ``round(255 p)``; the mask is uint8 ``p >= threshold`` (computed from float32
+``p``).
 
 Both files are written to ``<name>.part`` (:class:`~vesselseg.io.VolumeWriter`) and renamed only
 when the whole volume is done. After every flushed band a small ``<prob name>.progress.json``
@@ -33,15 +36,27 @@ import numpy as np
 
 from vesselseg.io import VolumeWriter, partial_path
 from vesselseg.io.atomic import commit, write_json
+from vesselseg.io.spacing import VoxelSize
 
 log = logging.getLogger(__name__)
 
 PROGRESS_FORMAT = "vesselseg-progress/1"
 RELEASE_BYTES = 16 << 20  # unmap written output pages after this many bytes
-EXTENSIONS = {"npy": ".npy", "zarr": ".zarr", "tiff": ".tif"}
+EXTENSIONS = {
+    "npy": ".npy",
+    "zarr": ".zarr",
+    "ome-zarr": ".ome.zarr",
+    "tiff": ".tif",
+    "nifti": ".nii.gz",
+}
 MODEL_SUFFIXES = (".pt", ".pth", ".ckpt", ".json")  # .json: an ensemble file
-VOLUME_SUFFIXES = (".npy", ".raw", ".tiff", ".tif", ".zarr")
-OUTPUT_NAME = re.compile(r"\.(prob|pred|mask)\.(npy|tif|zarr)(\.part)?$", re.IGNORECASE)
+_SUFFIXES = ".npy .raw .tiff .tif .zarr .ome.zarr .nii .nii.gz .mha .mhd .nrrd .nhdr .jp2"
+VOLUME_SUFFIXES = tuple(sorted(_SUFFIXES.split(), key=len, reverse=True))  # X.ome.zarr: X
+GRID_SUFFIX = ".model-grid.npy"  # model-grid probabilities of a resampled run (temporary)
+OUTPUT_NAME = re.compile(
+    r"(\.(prob|pred|mask)\.(npy|tif|zarr|ome\.zarr|nii\.gz)|\.model-grid\.npy)(\.part)?$",
+    re.IGNORECASE,
+)
 
 
 @dataclass(frozen=True)
@@ -54,6 +69,11 @@ class OutputPaths:
     @property
     def progress(self) -> Path:
         return self.prob.with_name(self.prob.name + ".progress.json")
+
+    @property
+    def grid(self) -> Path:
+        """Where a resampled run keeps its model-grid probabilities until the outputs exist."""
+        return self.prob.with_name(self.prob.name + GRID_SUFFIX)
 
     def complete(self) -> bool:
         return self.prob.exists() and self.mask.exists() and not self.progress.exists()
@@ -125,17 +145,35 @@ def release_pages(array: Any) -> None:
             pass
 
 
-def read_progress(paths: OutputPaths, key: dict[str, Any]) -> int:
-    """Windows done by an interrupted run with the same ``key`` (0 when nothing to resume)."""
+def progress_of(progress: Path, key: dict[str, Any]) -> dict[str, Any] | None:
+    """The progress record at ``progress`` when it was written with the same ``key``."""
     try:
-        data = json.loads(paths.progress.read_text())
+        data = json.loads(progress.read_text())
     except (OSError, ValueError):
-        return 0
+        return None
     if data.get("format") != PROGRESS_FORMAT or data.get("key") != key:
         log.warning(
-            "%s: settings or inputs changed since the interrupted run; starting over",
-            paths.progress,
+            "%s: settings or inputs changed since the interrupted run; starting over", progress
         )
+        return None
+    return data
+
+
+def write_progress(progress: Path, key: dict[str, Any], next_tile: int, n_tiles: int) -> None:
+    """Record atomically (fsynced) that windows ``< next_tile`` of ``n_tiles`` are written."""
+    record = {
+        "format": PROGRESS_FORMAT,
+        "key": key,
+        "next_tile": int(next_tile),
+        "n_tiles": int(n_tiles),
+    }
+    write_json(progress, record, indent=None)
+
+
+def read_progress(paths: OutputPaths, key: dict[str, Any]) -> int:
+    """Windows done by an interrupted run with the same ``key`` (0 when nothing to resume)."""
+    data = progress_of(paths.progress, key)
+    if data is None:
         return 0
     next_tile = int(data.get("next_tile", 0))
     done_and_renamed = [p for p in (paths.prob, paths.mask) if not partial_path(p).exists()]
@@ -162,6 +200,7 @@ class PredictionWriter:
         key: dict[str, Any],
         n_tiles: int,
         resume: bool,
+        voxel_size: VoxelSize | None = None,
     ) -> None:
         self.paths, self.fmt = paths, fmt
         self.prob_dtype, self.threshold = prob_dtype, threshold
@@ -181,9 +220,16 @@ class PredictionWriter:
             fmt=fmt,
             resume=again,
             keep_partial_on_error=True,
+            voxel_size=voxel_size,
         )
         self.mask = VolumeWriter(
-            paths.mask, shape, np.uint8, fmt=fmt, resume=again, keep_partial_on_error=True
+            paths.mask,
+            shape,
+            np.uint8,
+            fmt=fmt,
+            resume=again,
+            keep_partial_on_error=True,
+            voxel_size=voxel_size,
         )
 
     def write(self, z: slice, y: slice, x: slice, values: np.ndarray) -> None:
@@ -207,13 +253,7 @@ class PredictionWriter:
         for writer in (self.prob, self.mask):
             writer.flush()
         self._release()
-        progress = {
-            "format": PROGRESS_FORMAT,
-            "key": self.key,
-            "next_tile": int(next_tile),
-            "n_tiles": int(self.n_tiles),
-        }
-        write_json(self.paths.progress, progress, indent=None)  # fsynced before the rename
+        write_progress(self.paths.progress, self.key, next_tile, self.n_tiles)
 
     def commit(self) -> OutputPaths:
         """Rename both outputs to their final names and drop the progress file."""

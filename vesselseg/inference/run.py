@@ -1,58 +1,57 @@
 """``vesselseg predict``: predict one volume or a folder of volumes with a saved model.
 
-:func:`predict_path` loads the model once (:func:`prepare_model`), then for every input volume
-(:func:`predict_volume`): opens it lazily, estimates its intensity percentiles (the model's
-``meta.percentiles``, via :mod:`vesselseg.data.normalize`), streams it through
-:class:`~vesselseg.inference.predictor.StreamingPredictor` into a
-:class:`~vesselseg.inference.outputs.PredictionWriter`, and renames the outputs when complete.
-:func:`ensure_predictions` does the same for the samples of a dataset that lack a prediction
-(``evaluate``, ``pseudo``).
+:func:`predict_path` loads the model once (:func:`prepare_model`), then predicts every input
+volume with :func:`~vesselseg.inference.volume_run.predict_volume` (streamed, resumable, on the
+model's voxel grid when the input's differs). :func:`ensure_predictions` does the same for the
+samples of a dataset that lack a prediction (``evaluate``, ``pseudo``).
 """
 
 from __future__ import annotations
 
 import logging
-import resource
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
-
-import numpy as np
 
 from vesselseg.bundle import Resolver
-from vesselseg.config import InferConfig, as_triple
-from vesselseg.errors import ConfigError, NonFiniteError
+from vesselseg.config import InferConfig
 from vesselseg.inference.inputs import find_inputs, select_shard
-from vesselseg.inference.outputs import OutputPaths, PredictionWriter, output_paths, release_pages
-from vesselseg.inference.plan import estimate_buffer_bytes
-from vesselseg.inference.predictor import PredictFn, RunStats, StreamingPredictor
-from vesselseg.inference.tiling import TileGrid, make_grid
+from vesselseg.inference.options import (
+    MIB,
+    InputFormat,
+    NetHook,
+    PredictOptions,
+    PreparedModel,
+    check_memory,
+    check_tiling,
+    fingerprint_of,
+    torch_threads,
+)
+from vesselseg.inference.outputs import output_paths
+from vesselseg.inference.volume_run import VolumeResult, peak_rss_mib, predict_volume, resume_key
+from vesselseg.inference.voxels import model_voxel_size
 from vesselseg.io.dataset import Sample
 
+__all__ = [
+    "InputFormat",
+    "NetHook",
+    "PredictOptions",
+    "PredictSummary",
+    "PreparedModel",
+    "VolumeResult",
+    "check_memory",
+    "check_tiling",
+    "ensure_predictions",
+    "peak_rss_mib",
+    "predict_path",
+    "predict_volume",
+    "prepare_model",
+    "resume_key",
+    "sample_name",
+    "torch_threads",
+]
+
 log = logging.getLogger(__name__)
-
-MIB = 1 << 20
-
-
-@dataclass
-class VolumeResult:
-    """Outcome for one input volume."""
-
-    input: Path
-    outputs: OutputPaths
-    shape: tuple[int, int, int]
-    tiles: int = 0
-    seconds: float = 0.0
-    forward_seconds: float = 0.0
-    resumed_from: int = 0
-    skipped: bool = False
-    peak_buffer_bytes: int = 0
-
-    @property
-    def voxels(self) -> int:
-        return int(np.prod(self.shape))
 
 
 @dataclass
@@ -88,92 +87,6 @@ class PredictSummary:
         )
 
 
-def peak_rss_mib() -> float:
-    """Peak resident memory of this process (Linux ``ru_maxrss`` is KiB)."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
-def torch_threads() -> int:
-    """CPU threads torch computes with (results differ in the last bits between counts)."""
-    import torch
-
-    return int(torch.get_num_threads())
-
-
-def check_tiling(cfg: InferConfig, meta_model: dict[str, Any]) -> tuple[int, int, int]:
-    """The tile size, after checking it suits the network and the border."""
-    from vesselseg.inference.network import divisor
-
-    tile = as_triple(cfg.tile_size)
-    div = divisor(meta_model)
-    if any(t % div for t in tile):
-        raise ConfigError(
-            f"tile size {list(tile)}: every side must be a multiple of {div} for this "
-            f"{meta_model.get('name', 'model')} of depth {meta_model.get('depth')} "
-            "(--tile-size)"
-        )
-    if cfg.border and 2 * cfg.border >= min(tile):
-        raise ConfigError(
-            f"--border {cfg.border}: must be less than half the smallest tile side {min(tile)}"
-        )
-    return tile
-
-
-def check_memory(grid: TileGrid, batch_size: int, max_buffer_bytes: int) -> None:
-    """Refuse a tile whose smallest possible working set exceeds the buffer budget."""
-    tz, ty, tx = grid.tile
-    need = estimate_buffer_bytes(grid, ty, tx) + 2 * 4 * batch_size * tz * ty * tx
-    if need > max_buffer_bytes:
-        raise ConfigError(
-            f"tile size {list(grid.tile)} with batch {batch_size} needs about "
-            f"{need / MIB:,.0f} MiB of buffers, more than the {max_buffer_bytes / MIB:,.0f} MiB "
-            "allowed (--max-buffer-mib); use a smaller --tile-size"
-        )
-
-
-def _fingerprint(path: Path) -> dict[str, Any]:
-    from vesselseg.data.cache import fingerprint
-
-    return fingerprint(path)
-
-
-@dataclass(frozen=True)
-class InputFormat:
-    """How to read the input volumes: ``file_type`` (None: detected), and the ``shape`` and
-    ``dtype`` of headerless ``.raw`` files."""
-
-    file_type: str | None = None
-    shape: tuple[int, int, int] | None = None
-    dtype: str | None = None
-
-
-@dataclass(frozen=True)
-class PredictOptions:
-    """How every volume of one :func:`predict_path` call is predicted and written."""
-
-    cfg: InferConfig
-    save_dir: Path
-    reading: InputFormat = InputFormat()
-    resume: bool = False
-    max_buffer_bytes: int = 1024 * MIB
-    show_progress: bool = True
-
-
-@dataclass(frozen=True)
-class PreparedModel:
-    """A loaded network ready to predict with, and what identifies it in names and resume keys."""
-
-    path: Path
-    key: dict[str, Any]
-    predict_fn: PredictFn
-    percentiles: list[float]
-    tile: tuple[int, int, int]
-    device: str
-
-
-NetHook = Callable[[PredictFn], PredictFn]
-
-
 def prepare_model(
     model: str | Path,
     cfg: InferConfig,
@@ -194,8 +107,9 @@ def prepare_model(
     if net_hook is not None:
         predict_fn = net_hook(predict_fn)
     path = Path(str(model))
-    key = {"weights": _fingerprint(path)}
-    return PreparedModel(path, key, predict_fn, list(meta.percentiles), tile, str(dev))
+    key = {"weights": fingerprint_of(path)}
+    size = model_voxel_size(meta)
+    return PreparedModel(path, key, predict_fn, list(meta.percentiles), tile, str(dev), size)
 
 
 def predict_path(
@@ -242,132 +156,6 @@ def predict_path(
         summary.results.append(predict_volume(name, path, prepared, opts))
     summary.seconds = time.perf_counter() - start
     return summary
-
-
-def predict_volume(
-    name: str, path: Path, model: PreparedModel, opts: PredictOptions
-) -> VolumeResult:
-    """Predict one volume into its two outputs (see :func:`predict_path`)."""
-    from vesselseg.data.normalize import load_or_compute_stats
-    from vesselseg.io import open_volume
-
-    cfg, reading = opts.cfg, opts.reading
-    volume = open_volume(path, reading.file_type, reading.shape, reading.dtype)
-    vshape = (int(volume.shape[0]), int(volume.shape[1]), int(volume.shape[2]))
-    paths = output_paths(opts.save_dir, name, model.path, cfg.out_format, cfg.naming)
-    result = VolumeResult(path, paths, vshape)
-    if opts.resume and paths.complete():
-        log.info("%s: already predicted (%s), skipped", path, paths.prob)
-        result.skipped = True
-        return result
-    grid = make_grid(vshape, model.tile, cfg.overlap, cfg.blend, cfg.border)
-    check_memory(grid, cfg.batch_size, opts.max_buffer_bytes)
-    stats = load_or_compute_stats(volume, model.percentiles)
-    release_pages(getattr(volume, "_array", None))  # pages read for the percentiles
-    predictor = StreamingPredictor(
-        model.predict_fn,
-        grid,
-        batch_size=cfg.batch_size,
-        preprocess=_normaliser(path, stats.lo, stats.hi),
-        max_buffer_bytes=opts.max_buffer_bytes,
-        release_input=lambda: release_pages(getattr(volume, "_array", None)),
-    )
-    key = resume_key(path, model, cfg, predictor, (stats.lo, stats.hi))
-    n_tiles = predictor.plan.n_tiles
-    writer = PredictionWriter(
-        paths, vshape, cfg.out_format, cfg.prob_dtype, cfg.threshold, key, n_tiles, opts.resume
-    )
-    result.resumed_from = writer.resume_from
-    if writer.resume_from:
-        log.info("%s: resuming after %d of %d windows", path, writer.resume_from, n_tiles)
-    if writer.resume_from < n_tiles:
-        run = _stream(predictor, volume, writer, f"predict {name}", opts.show_progress)
-        result.tiles, result.seconds = run.tiles, run.seconds
-        result.forward_seconds = run.forward_seconds
-        result.peak_buffer_bytes = run.peak_buffer_bytes
-    writer.commit()
-    _log_done(result)
-    return result
-
-
-def _normaliser(path: Path, lo: float, hi: float) -> Callable[[np.ndarray], np.ndarray]:
-    """Raw input → normalised float32 network input; NaN or infinite values are an error."""
-    from vesselseg.data.normalize import normalize
-
-    def preprocess(raw: np.ndarray) -> np.ndarray:
-        data = normalize(raw, lo, hi)
-        if not np.isfinite(data).all():
-            raise NonFiniteError(f"{path}: NaN or infinite intensities")
-        return data
-
-    return preprocess
-
-
-def resume_key(
-    path: Path,
-    model: PreparedModel,
-    cfg: InferConfig,
-    predictor: StreamingPredictor,
-    intensity: tuple[float, float],
-) -> dict[str, Any]:
-    """Everything the output of ``path`` depends on: ``--resume`` continues only on a match."""
-    return {
-        "input": _fingerprint(path),
-        "model": model.key,
-        "shape": list(predictor.grid.shape),
-        "tile": list(model.tile),
-        "overlap": cfg.overlap,
-        "border": cfg.border,
-        "blend": cfg.blend,
-        "batch_size": cfg.batch_size,
-        "tta": cfg.tta,
-        "precision": cfg.precision,
-        "threshold": cfg.threshold,
-        "prob_dtype": cfg.prob_dtype,
-        "block": list(predictor.block) if predictor.block else None,
-        "device": model.device,
-        "threads": torch_threads(),  # float sums differ with the thread count
-        "intensity": list(intensity),
-    }
-
-
-def _stream(
-    predictor: StreamingPredictor,
-    volume: Any,
-    writer: PredictionWriter,
-    label: str,
-    show_progress: bool,
-) -> RunStats:
-    """Run ``predictor`` from the writer's resume point; on any error keep the partial
-    outputs for ``--resume``."""
-    from vesselseg.progress import progress_bar
-
-    plan, batch = predictor.plan, predictor.batch_size
-    todo = plan.n_tiles - (plan.restart_tile(writer.resume_from) // batch) * batch
-    try:
-        if show_progress:
-            with progress_bar(label, total=todo, unit="tiles") as advance:
-                return predictor.run(volume, writer, writer.resume_from, on_tiles=advance)
-        return predictor.run(volume, writer, writer.resume_from)
-    except BaseException:
-        writer.close_partial()
-        raise
-
-
-def _log_done(result: VolumeResult) -> None:
-    rate = result.voxels / result.seconds if result.seconds else 0.0
-    log.info(
-        "%s → %s: %d windows in %.1f s (%.2f Mvoxels/s, network %.0f%% of the time), "
-        "buffers %.1f MiB, peak memory %.0f MiB",
-        result.input,
-        result.outputs.prob,
-        result.tiles,
-        result.seconds,
-        rate / 1e6,
-        100 * result.forward_seconds / result.seconds if result.seconds else 0.0,
-        result.peak_buffer_bytes / MIB,
-        peak_rss_mib(),
-    )
 
 
 # --------------------------------------------------------------------------- datasets

@@ -1,0 +1,272 @@
+"""Predicting one volume (:func:`predict_volume`): open it, choose its grid, stream, write.
+
+The volume is opened lazily (with ``infer.spacing`` overriding its voxel size when given), its
+intensity percentiles estimated (the model's ``meta.percentiles``, via
+:mod:`vesselseg.data.normalize`), and it is streamed through
+:class:`~vesselseg.inference.predictor.StreamingPredictor` into a
+:class:`~vesselseg.inference.outputs.PredictionWriter` whose outputs are renamed when complete.
+An input at another voxel size than the model's (:func:`~vesselseg.inference.voxels.
+scale_decision`) is predicted on the model's grid and written back at its own
+(:mod:`~vesselseg.inference.model_grid`).
+"""
+
+from __future__ import annotations
+
+import logging
+import resource
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from vesselseg.config import InferConfig
+from vesselseg.errors import NonFiniteError
+from vesselseg.inference.model_grid import GridWriter, remove_grid, write_back
+from vesselseg.inference.options import (
+    MIB,
+    PredictOptions,
+    PreparedModel,
+    check_memory,
+    fingerprint_of,
+    torch_threads,
+)
+from vesselseg.inference.outputs import OutputPaths, PredictionWriter, output_paths, release_pages
+from vesselseg.inference.predictor import RunStats, StreamingPredictor
+from vesselseg.inference.resample import ResampledVolume
+from vesselseg.inference.tiling import make_grid
+from vesselseg.inference.voxels import ScaleDecision, scale_decision
+from vesselseg.io.slabs import SLAB_BYTES
+from vesselseg.io.spacing import VoxelSize
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class VolumeResult:
+    """Outcome for one input volume."""
+
+    input: Path
+    outputs: OutputPaths
+    shape: tuple[int, int, int]
+    tiles: int = 0
+    seconds: float = 0.0
+    forward_seconds: float = 0.0
+    resumed_from: int = 0
+    skipped: bool = False
+    peak_buffer_bytes: int = 0
+    grid: tuple[int, int, int] | None = None  # the model grid it was predicted on, if resampled
+    resample_seconds: float = 0.0  # interpolating, both ways (part of ``seconds``)
+    resample_peak_bytes: int = 0  # largest working set of one resampling read
+
+    @property
+    def voxels(self) -> int:
+        return int(np.prod(self.shape))
+
+
+def peak_rss_mib() -> float:
+    """Peak resident memory of this process (Linux ``ru_maxrss`` is KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def predict_volume(
+    name: str, path: Path, model: PreparedModel, opts: PredictOptions
+) -> VolumeResult:
+    """Predict one volume into its two outputs (see :func:`predict_path`); an input at another
+    voxel size than the model's is predicted on the model's grid
+    (:mod:`~vesselseg.inference.model_grid`)."""
+    from vesselseg.io import open_volume
+
+    cfg, reading = opts.cfg, opts.reading
+    volume = open_volume(
+        path, reading.file_type, reading.shape, reading.dtype, spacing=cfg.spacing, unit=cfg.unit
+    )
+    vshape = (int(volume.shape[0]), int(volume.shape[1]), int(volume.shape[2]))
+    paths = output_paths(opts.save_dir, name, model.path, cfg.out_format, cfg.naming)
+    result = VolumeResult(path, paths, vshape)
+    if opts.resume and paths.complete():
+        log.info("%s: already predicted (%s), skipped", path, paths.prob)
+        remove_grid(paths.grid)
+        result.skipped = True
+        return result
+    scale = scale_decision(str(path), vshape, volume.voxel_size, model.voxel_size, cfg.resample)
+    source = volume if scale is None else ResampledVolume(volume, scale.grid)
+    predictor, key = _predictor(path, volume, source, model, opts)
+    if scale is None:
+        writer = PredictionWriter(
+            paths, vshape, cfg.out_format, cfg.prob_dtype, cfg.threshold, key,
+            predictor.plan.n_tiles, opts.resume, voxel_size=volume.voxel_size,
+        )  # fmt: skip
+        _predict_into(predictor, volume, writer, result, name, opts)
+        writer.commit()
+        remove_grid(paths.grid)  # left by an earlier, resampled run
+    else:
+        key["resample"] = scale.key()
+        _predict_resampled(predictor, source, key, scale, volume.voxel_size, result, name, opts)
+    _log_done(result)
+    return result
+
+
+def _predictor(
+    path: Path, volume: Any, source: Any, model: PreparedModel, opts: PredictOptions
+) -> tuple[StreamingPredictor, dict[str, Any]]:
+    """The predictor over ``source`` (``volume`` itself or its view on the model grid) and the
+    resume key of its output; intensities are normalised with ``volume``'s percentiles."""
+    from vesselseg.data.normalize import load_or_compute_stats
+
+    cfg = opts.cfg
+    grid = make_grid(source.shape, model.tile, cfg.overlap, cfg.blend, cfg.border)
+    check_memory(grid, cfg.batch_size, opts.max_buffer_bytes)
+    stats = load_or_compute_stats(volume, model.percentiles)
+    release_pages(getattr(volume, "_array", None))  # pages read for the percentiles
+    predictor = StreamingPredictor(
+        model.predict_fn,
+        grid,
+        batch_size=cfg.batch_size,
+        preprocess=_normaliser(path, stats.lo, stats.hi),
+        max_buffer_bytes=opts.max_buffer_bytes,
+        release_input=lambda: release_pages(getattr(volume, "_array", None)),
+    )
+    return predictor, resume_key(path, model, cfg, predictor, (stats.lo, stats.hi))
+
+
+def _predict_into(
+    predictor: StreamingPredictor,
+    source: Any,
+    writer: PredictionWriter | GridWriter,
+    result: VolumeResult,
+    name: str,
+    opts: PredictOptions,
+) -> None:
+    """Stream ``source`` into ``writer`` from its resume point; record what was done."""
+    n_tiles = predictor.plan.n_tiles
+    result.resumed_from = writer.resume_from
+    if writer.resume_from:
+        log.info("%s: resuming after %d of %d windows", result.input, writer.resume_from, n_tiles)
+    if writer.resume_from < n_tiles:
+        run = _stream(predictor, source, writer, f"predict {name}", opts.show_progress)
+        result.tiles, result.seconds = run.tiles, run.seconds
+        result.forward_seconds = run.forward_seconds
+        result.peak_buffer_bytes = run.peak_buffer_bytes
+
+
+def _predict_resampled(
+    predictor: StreamingPredictor,
+    view: ResampledVolume,
+    key: dict[str, Any],
+    scale: ScaleDecision,
+    voxel_size: VoxelSize,
+    result: VolumeResult,
+    name: str,
+    opts: PredictOptions,
+) -> None:
+    """Predict ``view`` (the input on the model grid) into the model-grid file, resample the
+    probabilities back to the input's grid into the outputs, rename them, drop the file."""
+    cfg, paths, shape = opts.cfg, result.outputs, result.shape
+    n_tiles = predictor.plan.n_tiles
+    store = GridWriter(paths.grid, scale.grid, key, n_tiles, opts.resume)
+    _predict_into(predictor, view, store, result, name, opts)
+    writer = PredictionWriter(
+        paths, shape, cfg.out_format, cfg.prob_dtype, cfg.threshold, key, n_tiles, False,
+        voxel_size=voxel_size,
+    )  # fmt: skip
+    planes = -(-predictor.grid.tile[0] * shape[0] // scale.grid[0])  # a tile's depth, input grid
+    budget = min(opts.max_buffer_bytes, SLAB_BYTES)
+    back = write_back(store.probabilities(), shape, writer, budget, planes)
+    writer.commit()
+    store.remove()
+    result.grid = scale.grid
+    result.seconds += back["seconds"]
+    result.resample_seconds = view.seconds + back["resample_seconds"]
+    result.resample_peak_bytes = int(max(view.peak_bytes, back["peak_bytes"]))
+
+
+def _normaliser(path: Path, lo: float, hi: float) -> Callable[[np.ndarray], np.ndarray]:
+    """Raw input → normalised float32 network input; NaN or infinite values are an error."""
+    from vesselseg.data.normalize import normalize
+
+    def preprocess(raw: np.ndarray) -> np.ndarray:
+        data = normalize(raw, lo, hi)
+        if not np.isfinite(data).all():
+            raise NonFiniteError(f"{path}: NaN or infinite intensities")
+        return data
+
+    return preprocess
+
+
+def resume_key(
+    path: Path,
+    model: PreparedModel,
+    cfg: InferConfig,
+    predictor: StreamingPredictor,
+    intensity: tuple[float, float],
+) -> dict[str, Any]:
+    """Everything the output of ``path`` depends on: ``--resume`` continues only on a match."""
+    return {
+        "input": fingerprint_of(path),
+        "model": model.key,
+        "shape": list(predictor.grid.shape),
+        "tile": list(model.tile),
+        "overlap": cfg.overlap,
+        "border": cfg.border,
+        "blend": cfg.blend,
+        "batch_size": cfg.batch_size,
+        "tta": cfg.tta,
+        "precision": cfg.precision,
+        "threshold": cfg.threshold,
+        "prob_dtype": cfg.prob_dtype,
+        "block": list(predictor.block) if predictor.block else None,
+        "device": model.device,
+        "threads": torch_threads(),  # float sums differ with the thread count
+        "intensity": list(intensity),
+    }
+
+
+def _stream(
+    predictor: StreamingPredictor,
+    volume: Any,
+    writer: PredictionWriter | GridWriter,
+    label: str,
+    show_progress: bool,
+) -> RunStats:
+    """Run ``predictor`` from the writer's resume point; on any error keep the partial
+    outputs for ``--resume``."""
+    from vesselseg.progress import progress_bar
+
+    plan, batch = predictor.plan, predictor.batch_size
+    todo = plan.n_tiles - (plan.restart_tile(writer.resume_from) // batch) * batch
+    try:
+        if show_progress:
+            with progress_bar(label, total=todo, unit="tiles") as advance:
+                return predictor.run(volume, writer, writer.resume_from, on_tiles=advance)
+        return predictor.run(volume, writer, writer.resume_from)
+    except BaseException:
+        writer.close_partial()
+        raise
+
+
+def _log_done(result: VolumeResult) -> None:
+    rate = result.voxels / result.seconds if result.seconds else 0.0
+    log.info(
+        "%s → %s: %d windows in %.1f s (%.2f Mvoxels/s, network %.0f%% of the time), "
+        "buffers %.1f MiB, peak memory %.0f MiB",
+        result.input,
+        result.outputs.prob,
+        result.tiles,
+        result.seconds,
+        rate / 1e6,
+        100 * result.forward_seconds / result.seconds if result.seconds else 0.0,
+        result.peak_buffer_bytes / MIB,
+        peak_rss_mib(),
+    )
+    if result.grid is not None:
+        log.info(
+            "%s: predicted on the %s model grid; resampling took %.1f s (%.0f%% of the time), "
+            "%.1f MiB at most",
+            result.input,
+            "x".join(map(str, result.grid)),
+            result.resample_seconds,
+            100 * result.resample_seconds / result.seconds if result.seconds else 0.0,
+            result.resample_peak_bytes / MIB,
+        )
