@@ -78,7 +78,7 @@ def save_input(path: Path, shape, spacing=HALF, unit: str = "um", seed: int = 0)
 
 def plus(offset: float):
     """A ``net_hook`` replacing the network by ``input + offset``."""
-    return lambda fn: (lambda x: x + offset)
+    return lambda fn: lambda x: x + offset
 
 
 def run(volume: Path, model: Path, out: Path, cfg: InferConfig | None = None, **kw):
@@ -230,7 +230,8 @@ def test_resume_after_an_interruption_is_byte_identical(tmp_path: Path) -> None:
     ref = run(volume, model, tmp_path / "ref", cfg).results[0].outputs
     assert paths.prob.read_bytes() == ref.prob.read_bytes()
     assert paths.mask.read_bytes() == ref.mask.read_bytes()
-    assert sorted(p.name for p in out.iterdir()) == sorted(p.name for p in ref.prob.parent.iterdir())
+    names = sorted(p.name for p in out.iterdir())
+    assert names == sorted(p.name for p in ref.prob.parent.iterdir())
 
 
 def test_interrupted_while_writing_back_resumes_without_the_network(
@@ -340,31 +341,34 @@ def test_output_names_of_every_input_format(tmp_path: Path) -> None:
 # --------------------------------------------------------------------------- CLI
 
 
+def predict_cli(volume: Path, model: Path, out: Path, *extra: str):
+    args = ["predict", str(volume), "--model", str(model), "--out-dir", str(out)]
+    return runner.invoke(app, [*args, "--tile-size", "16", "--device", "cpu", *extra])
+
+
 def test_spacing_option_overrides_the_file(tmp_path: Path) -> None:
     model = save_model(tmp_path)
     known = save_input(tmp_path / "known" / "vol.npy", (20, 24, 28))
     bare = save_input(tmp_path / "bare" / "vol.npy", (20, 24, 28), spacing=None)
     ref = run(known, model, tmp_path / "ref").results[0].outputs
-    args = ["predict", str(bare), "--model", str(model), "--out-dir", str(tmp_path / "cli")]
-    result = runner.invoke(app, [*args, "--tile-size", "16", "--device", "cpu", "--spacing", "0.5,0.5,0.5"])  # fmt: skip
+    result = predict_cli(bare, model, tmp_path / "cli", "--spacing", "0.5,0.5,0.5")
     assert result.exit_code == 0, result.output
     got = output_paths(tmp_path / "cli", "vol.npy", model)
     assert got.prob.read_bytes() == ref.prob.read_bytes()
     assert open_volume(got.prob).spacing == HALF
     # --unit mm: 0.0005 mm is the same 0.5 um
-    args = ["predict", str(bare), "--model", str(model), "--out-dir", str(tmp_path / "mm")]
-    result = runner.invoke(app, [*args, "--tile-size", "16", "--device", "cpu", "--spacing", "0.0005,0.0005,0.0005", "--unit", "mm"])  # fmt: skip
+    result = predict_cli(bare, model, tmp_path / "mm", "--spacing", "5e-4,5e-4,5e-4", "--unit=mm")
     assert result.exit_code == 0, result.output
     mm = output_paths(tmp_path / "mm", "vol.npy", model)
     assert mm.prob.read_bytes() == ref.prob.read_bytes()
     assert open_volume(mm.prob).voxel_size.unit == "mm"
-    # --no-resample on the command line
-    args = ["predict", str(known), "--model", str(model), "--out-dir", str(tmp_path / "no")]
-    result = runner.invoke(app, [*args, "--tile-size", "16", "--device", "cpu", "--no-resample"])
-    assert result.exit_code == 0, result.output
+    # --no-resample on the command line, and infer.resample=false in the params
     today = run(bare, model, tmp_path / "today").results[0].outputs
-    no = output_paths(tmp_path / "no", "vol.npy", model)
-    assert no.prob.read_bytes() == today.prob.read_bytes()
+    for i, extra in enumerate((["--no-resample"], ["--set", "infer.resample=false"])):
+        result = predict_cli(known, model, tmp_path / f"no{i}", *extra)
+        assert result.exit_code == 0, result.output
+        no = output_paths(tmp_path / f"no{i}", "vol.npy", model)
+        assert no.prob.read_bytes() == today.prob.read_bytes()
 
 
 BAD = [

@@ -20,6 +20,14 @@ plus the model side and the command's driver:
 * :mod:`~vesselseg.inference.loader`: :func:`load_model` - model file, ensemble, or registry
   URI (through an injected ``resolve``).
 * :mod:`~vesselseg.inference.inputs`: the volumes a path holds; ``--shard`` selection.
+* :mod:`~vesselseg.inference.resample`: the voxel-centre convention and a lazily sliced
+  trilinear view of a volume on another grid (any box equals that box of the whole).
+* :mod:`~vesselseg.inference.voxels`: the model's training voxel size, and whether an input is
+  predicted on the model's grid (``infer.resample``).
+* :mod:`~vesselseg.inference.model_grid`: predicting on the model's grid into a resumable
+  file, and writing the probabilities back at the input's grid.
+* :mod:`~vesselseg.inference.options`: the settings of a run, the prepared model, the checks.
+* :mod:`~vesselseg.inference.volume_run`: :func:`predict_volume` - one volume, end to end.
 * :mod:`~vesselseg.inference.run`: :func:`predict_path` over one volume or a folder;
   :func:`ensure_predictions` for the samples of a dataset.
 
