@@ -309,6 +309,18 @@ def test_shards_of_resampled_inputs_equal_one_run(tmp_path: Path) -> None:
     assert files == {p.name: p.read_bytes() for p in (tmp_path / "parts").iterdir()}
 
 
+def test_datasets_predicted_for_evaluate_and_pseudo_take_the_override(tmp_path: Path) -> None:
+    from vesselseg.inference.run import ensure_predictions
+    from vesselseg.io import discover_dataset
+
+    model = save_model(tmp_path)
+    save_input(tmp_path / "data" / "data_a.npy", (20, 24, 28), spacing=None)
+    np.save(tmp_path / "data" / "mask_a.npy", np.zeros((20, 24, 28), np.uint8))
+    cfg = InferConfig(tile_size=16, spacing=[0.5, 0.5, 0.5])
+    probs = ensure_predictions(discover_dataset(tmp_path / "data"), model, tmp_path / "p", cfg)
+    assert open_volume(probs["a"]).spacing == HALF
+
+
 def test_ensemble_members_must_agree_on_their_spacing() -> None:
     um = SimpleNamespace(spacing=[1.0, 1.0, 1.0], unit="um")
     mm = SimpleNamespace(spacing=[0.001, 0.001, 0.001], unit="mm")

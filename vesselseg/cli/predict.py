@@ -180,6 +180,8 @@ def predict(
     """Streamed sliding-window inference on volumes of any size (bounded memory, resumable).
 
     Writes X.MODEL.prob.npy (probabilities) and X.MODEL.mask.npy (thresholded) per input.
+    An input whose voxel size differs from the model's training spacing is predicted at the
+    model's spacing and written back at its own grid (--no-resample: predicted as is).
     With --ensemble the models' probabilities are averaged (weights normalised to sum 1) and
     the ensemble is saved as SAVE_DIR/ensemble.json (outputs X.ensemble.prob.npy).
 

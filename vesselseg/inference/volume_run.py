@@ -58,6 +58,7 @@ class VolumeResult:
     peak_buffer_bytes: int = 0
     grid: tuple[int, int, int] | None = None  # the model grid it was predicted on, if resampled
     resample_seconds: float = 0.0  # interpolating, both ways (part of ``seconds``)
+    write_back_seconds: float = 0.0  # pass 2: model grid -> input grid outputs (ditto)
     resample_peak_bytes: int = 0  # largest working set of one resampling read
 
     @property
@@ -178,6 +179,7 @@ def _predict_resampled(
     store.remove()
     result.grid = scale.grid
     result.seconds += back["seconds"]
+    result.write_back_seconds = back["seconds"]
     result.resample_seconds = view.seconds + back["resample_seconds"]
     result.resample_peak_bytes = int(max(view.peak_bytes, back["peak_bytes"]))
 
