@@ -15,6 +15,7 @@ from vesselseg.cli.common import (
     load_params,
     option_values,
     parse_size,
+    parse_voxel_size,
     setup_logging,
 )
 
@@ -33,6 +34,9 @@ def synth(
         int | None, typer.Option(help="Unlabelled volumes for pseudo labels.")
     ] = None,
     size: Annotated[str | None, typer.Option(help="Volume size: N or Z,Y,X.")] = None,
+    spacing: Annotated[
+        str | None, typer.Option(help="Voxel size in um: S or Z,Y,X (same seed: same vessels).")
+    ] = None,
     seed: Annotated[int | None, typer.Option(help="Random seed (deterministic output).")] = None,
     fmt: Annotated[str | None, typer.Option("--format", help="npy, tiff or zarr.")] = None,
     params: ParamsOpt = DEFAULT_PARAMS,
@@ -44,12 +48,16 @@ def synth(
     truth_X (dense 0/1), and OUT/unlabelled/data_X (+ truth_X).
 
     Example: [bold]vesselseg synth data/raw --n-train 2 --size 96 --seed 0[/bold]
+
+    Example: [bold]vesselseg synth data/coarse --size 48 --spacing 2[/bold] (the same vessels
+    as --size 96 at 1 um, on a 2 um grid)
     """
     setup_logging()
     keys = {"n_train": "synth.n_train", "n_val": "synth.n_val", "n_test": "synth.n_test"}
     keys.update({"n_unlabelled": "synth.n_unlabelled", "seed": "synth.seed"})
     values = option_values(locals(), {**keys, "fmt": "synth.format"})
-    p = load_params(params, overrides, {**values, "synth.shape": parse_size(size)})
+    values.update({"synth.shape": parse_size(size), "synth.spacing": parse_voxel_size(spacing)})
+    p = load_params(params, overrides, values)
     from vesselseg.synth import synthesize_with_progress
 
     line = synthesize_with_progress(p.synth, out or Path(p.synth.out_dir))
