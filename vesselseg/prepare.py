@@ -19,7 +19,7 @@ log = logging.getLogger(__name__)
 def prepare_data(cfg: DataConfig, out: str | Path) -> dict[str, Any]:
     """Validate + cache the train/val volumes of ``cfg``; write the summary to ``out``."""
     from vesselseg.data.datasets import prepare_volumes
-    from vesselseg.evaluation import write_json
+    from vesselseg.io.atomic import write_json
     from vesselseg.io.dataset import discover_dataset
 
     summary: dict[str, Any] = {"percentiles": list(cfg.percentiles), "splits": {}}
