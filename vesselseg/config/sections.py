@@ -1,26 +1,17 @@
-"""Typed configuration mirroring ``params.yaml``.
+"""The sections of ``params.yaml``: one pydantic dataclass per stage, and :class:`Params`.
 
-``params.yaml`` holds every knob, grouped by stage. The sections are pydantic dataclasses:
-loading is strict (unknown keys are refused, types are not coerced, ranges come from each
-field's ``Field(ge=…, gt=…, le=…, lt=…)`` and relations between fields from validators), and a
-missing key fails too. Any failure is one :class:`ConfigError` line naming the dotted key. CLI
-options and ``--set section.key=value`` overrides are applied with :func:`apply_overrides` and
-:func:`with_values` and validated the same way.
+Types are strict (no coercion), ranges come from each field's ``Field(ge=…, gt=…, le=…,
+lt=…)`` and relations between fields from validators; :mod:`vesselseg.config.loading` turns a
+failure into one line naming the dotted key.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import typing
-from collections.abc import Iterator
-from pathlib import Path
-from typing import Annotated, Any, Literal, TypeVar
+from typing import Annotated, Literal, TypeVar
 
 import pydantic
 from pydantic import Field, model_validator
 from pydantic.dataclasses import dataclass
-
-from vesselseg.errors import ConfigError
 
 T = TypeVar("T")
 
@@ -32,6 +23,7 @@ _untuple = pydantic.BeforeValidator(lambda v: list(v) if isinstance(v, tuple) el
 List = Annotated[list[T], _untuple, pydantic.Strict()]
 Size = T | Annotated[List[T], Field(min_length=3, max_length=3)]
 Side8 = Annotated[Int, Field(ge=8)]
+Triple = Annotated[List[T], Field(min_length=3, max_length=3)]
 _number_text = pydantic.BeforeValidator(lambda v: str(v) if type(v) in (int, float) else v)
 Precision = Annotated[Literal["32", "bf16"], _number_text]
 
@@ -98,6 +90,12 @@ class ModelConfig:
 
     ``unet2d`` is a 2D U-Net trained on slices along ``views`` (multiview) with ``context``
     neighbouring slices as channels (2.5D; 1 = plain 2D) and applied along the same axes.
+
+    ``strides`` and ``kernels`` make the 3D networks anisotropic (``vesselseg plan`` sets them
+    from the voxel size): ``strides`` holds the ``[z, y, x]`` stride (1 or 2) of each of the
+    ``depth - 1`` down-sampling steps, ``kernels`` the odd ``[z, y, x]`` kernel of the
+    convolutions of each of the ``depth`` levels. None is the isotropic network (stride 2, and
+    kernel 3 for ``unet`` or 5 for ``vnet``, on every axis). ``unet2d`` ignores both.
     """
 
     name: Literal["vnet", "unet", "unet2d"] = "unet"
@@ -108,6 +106,8 @@ class ModelConfig:
     groups: Int = Field(8, ge=1)
     context: Int = Field(3, ge=1)
     views: List[Literal["z", "y", "x"]] = Field(["z", "y", "x"])
+    strides: List[Triple[Annotated[Int, Field(ge=1, le=2)]]] | None = None
+    kernels: List[Triple[Annotated[Int, Field(ge=1, le=7)]]] | None = None
 
     @model_validator(mode="after")
     def _slices(self) -> ModelConfig:
@@ -115,6 +115,14 @@ class ModelConfig:
             raise ValueError(f"{{context}} must be odd, got {self.context}")
         if not self.views or len(set(self.views)) != len(self.views):
             raise ValueError("{views} must be distinct axes among z, y, x")
+        if self.name == "unet2d":  # a 2D network: per-axis settings do not apply
+            return self
+        if self.strides is not None and len(self.strides) != self.depth - 1:
+            raise ValueError(f"{{strides}} must list depth - 1 = {self.depth - 1} [z, y, x] steps")
+        if self.kernels is not None and len(self.kernels) != self.depth:
+            raise ValueError(f"{{kernels}} must list depth = {self.depth} [z, y, x] kernels")
+        if self.kernels is not None and any(k % 2 == 0 for kk in self.kernels for k in kk):
+            raise ValueError("{kernels} must be odd")
         return self
 
 
@@ -250,11 +258,46 @@ class RegisterConfig:
 
 
 @dataclass(config=_STRICT)
+class PlanConfig:
+    """``vesselseg plan``: how the dataset fingerprint becomes sizes (see vesselseg.plan).
+
+    ``memory_gb`` is the training memory budget (None: the CUDA device's memory, 4 GB on CPU)
+    and ``crop_voxels`` the crop volume aimed at (None: 128³ on a CUDA device, 48³ on CPU,
+    where compute rather than memory is the limit). An axis is pooled (and gets 3-wide
+    kernels) once its spacing is within ``anisotropy_ratio`` of the finest; the target spacing
+    of an axis coarser than ``anisotropy_threshold`` times the others is its 10th percentile.
+    Pooling stops when a pooled side would fall below ``min_feature_map`` voxels or at
+    ``max_depth`` levels. A ``unet2d`` view is kept when its slices are at least
+    ``min_view_pixels`` wide. Keys in ``keep`` are kept as params.yaml has them, like keys
+    that differ from the defaults or are given on the command line.
+    """
+
+    enabled: Bool = True
+    memory_gb: Annotated[Float, Field(gt=0.0)] | None = None
+    crop_voxels: Annotated[Int, Field(ge=512)] | None = None
+    anisotropy_ratio: Float = Field(2.0, gt=1.0)
+    anisotropy_threshold: Float = Field(3.0, gt=1.0)
+    min_feature_map: Int = Field(8, ge=1)
+    max_depth: Int = Field(5, ge=2, le=6)
+    min_view_pixels: Int = Field(32, ge=1)
+    min_batch_size: Int = Field(2, ge=1)
+    max_batch_size: Int = Field(8, ge=1)
+    keep: List[Str] = Field([])
+
+    @model_validator(mode="after")
+    def _batch(self) -> PlanConfig:
+        if self.min_batch_size > self.max_batch_size:
+            raise ValueError("{min_batch_size} must be <= {max_batch_size}")
+        return self
+
+
+@dataclass(config=_STRICT)
 class Params:
     """All of ``params.yaml``: one section per stage."""
 
     synth: SynthConfig = Field(default_factory=SynthConfig)
     data: DataConfig = Field(default_factory=DataConfig)
+    plan: PlanConfig = Field(default_factory=PlanConfig)
     model: ModelConfig = Field(default_factory=ModelConfig)
     multiview: MultiviewConfig = Field(default_factory=MultiviewConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
@@ -262,188 +305,3 @@ class Params:
     pseudo: PseudoConfig = Field(default_factory=PseudoConfig)
     tune: TuneConfig = Field(default_factory=TuneConfig)
     register: RegisterConfig = Field(default_factory=RegisterConfig)
-
-
-# --------------------------------------------------------------------------- loading
-
-
-def load_params(path: str | Path = "params.yaml", overrides: list[str] | None = None) -> Params:
-    """Load ``params.yaml`` strictly, apply ``section.key=value`` overrides and validate."""
-    import yaml
-
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"{path}: params file not found")
-    try:
-        raw = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" (line {mark.line + 1})" if mark else ""
-        raise ConfigError(f"{path}: not valid YAML{where}") from None
-    params = params_from_dict(raw, source=str(path), strict=True)
-    return apply_overrides(params, overrides or [])
-
-
-def params_from_dict(raw: Any, source: str = "params", strict: bool = True) -> Params:
-    """Build :class:`Params` from a nested dict; ``strict`` requires every key to be present
-    (otherwise a missing key takes its default). Unknown keys are refused either way."""
-    return _build(Params, raw, prefix="", source=source, strict=strict)
-
-
-def section_from_dict(cls: type, raw: Any, section: str, source: str) -> Any:
-    """Build one section dataclass (e.g. :class:`ModelConfig`) strictly from a dict."""
-    return _build(cls, raw, prefix=f"{section}.", source=source, strict=True)
-
-
-def params_to_dict(params: Any) -> dict[str, Any]:
-    """Nested plain dict of a config dataclass (what goes to YAML and MLflow)."""
-    return dataclasses.asdict(params)
-
-
-def flatten(params: Any) -> dict[str, Any]:
-    """``{"train.lr": 0.001, ...}`` for logging as MLflow params."""
-
-    def walk(data: dict[str, Any], prefix: str) -> Iterator[tuple[str, Any]]:
-        for key, value in data.items():
-            if isinstance(value, dict):
-                yield from walk(value, f"{prefix}{key}.")
-            else:
-                yield f"{prefix}{key}", value
-
-    return dict(walk(params_to_dict(params), ""))
-
-
-def apply_overrides(params: Params, overrides: list[str]) -> Params:
-    """Apply ``section.key=value`` strings (value parsed as YAML) and re-validate."""
-    import yaml
-
-    data = params_to_dict(params)
-    for item in overrides:
-        if "=" not in item:
-            raise ConfigError(f"override {item!r}: expected section.key=value")
-        key, text = item.split("=", 1)
-        parts = key.strip().split(".")
-        if len(parts) != 2:
-            raise ConfigError(f"override {key!r}: expected section.key")
-        section, name = parts
-        if section not in data or name not in data[section]:
-            raise ConfigError(f"override {key!r}: unknown key")
-        try:
-            data[section][name] = yaml.safe_load(text)
-        except yaml.YAMLError:
-            raise ConfigError(f"override {key!r}: value {text!r} is not valid YAML") from None
-    return params_from_dict(data, source="override", strict=True)
-
-
-def with_values(params: Params, values: dict[str, Any]) -> Params:
-    """Set ``{"section.key": value}`` pairs whose value is not None, re-validating.
-
-    CLI options pass their values here so that they are checked like params.yaml entries.
-    """
-    data = params_to_dict(params)
-    for key, value in values.items():
-        if value is None:
-            continue
-        section, name = key.split(".")
-        data[section][name] = value  # a tuple validates as a list
-    return params_from_dict(data, source="option", strict=True)
-
-
-def multiview_params(params: Params) -> Params:
-    """``params`` for training the multiview 2D model: the ``multiview`` section applied over
-    ``model``, ``data`` and ``train``."""
-    mv = params.multiview
-    return with_values(
-        params,
-        {
-            "model.name": "unet2d",
-            "model.base_channels": mv.base_channels,
-            "model.depth": mv.depth,
-            "data.crop_size": mv.crop_size,
-            "train.batch_size": mv.batch_size,
-            "data.samples_per_volume": mv.samples_per_volume,
-            "train.max_epochs": mv.max_epochs,
-            "train.lr": mv.lr,
-        },
-    )
-
-
-def as_triple(value: int | list[int]) -> tuple[int, int, int]:
-    """Normalise an ``int | [z, y, x]`` size to a (z, y, x) tuple."""
-    if isinstance(value, int):
-        return (value, value, value)
-    return (int(value[0]), int(value[1]), int(value[2]))
-
-
-# --------------------------------------------------------------------------- validation
-
-_BOUNDS = {"ge": ">=", "gt": ">", "le": "<=", "lt": "<"}
-
-
-def _build(cls: type, raw: Any, prefix: str, source: str, strict: bool) -> Any:
-    try:
-        obj = pydantic.TypeAdapter(cls).validate_python(raw)
-    except pydantic.ValidationError as exc:
-        raise ConfigError(f"{source}: {_describe(exc, cls, raw, prefix)}") from None
-    if strict and (key := _missing_key(cls, raw, prefix)):
-        raise ConfigError(f"{source}: missing key {key}")
-    return obj
-
-
-def _missing_key(cls: type, raw: dict[str, Any], prefix: str) -> str | None:
-    for name, hint in typing.get_type_hints(cls).items():
-        if name not in raw:
-            return prefix + name
-        if dataclasses.is_dataclass(hint) and (key := _missing_key(hint, raw[name], name + ".")):
-            return prefix + key
-    return None
-
-
-def _describe(exc: pydantic.ValidationError, cls: type, raw: Any, prefix: str) -> str:
-    """One line for the first failing key. Of its errors (one per member of a union) the
-    deepest: ``[4, 4, 4]`` for a size fails as ``>= 8`` rather than as "not an int"."""
-    errors = exc.errors()
-    first = _path(cls, errors[0]["loc"])[0]
-    same_key = [e for e in errors if _path(cls, e["loc"])[0] == first]
-    error = max(same_key, key=lambda e: len(e["loc"]))
-    names, hint = _path(cls, error["loc"])
-    key, ctx = prefix + ".".join(names), error.get("ctx", {})
-    if error["type"] in ("unexpected_keyword_argument", "invalid_key"):
-        return f"unknown key {key}{'.' if names else ''}{error['loc'][len(names)]}"
-    if error["type"] == "value_error":  # a relation within section ``hint``
-        section = f"{key}." if names else prefix
-        return str(ctx["error"]).format(**{n: section + n for n in typing.get_type_hints(hint)})
-    value = raw
-    for name in names:
-        value = value[name]
-    for bound, sign in _BOUNDS.items():
-        if bound in ctx:
-            return f"{key} must be {sign} {ctx[bound]}, got {value!r}"
-    if dataclasses.is_dataclass(hint):
-        return f"{key.rstrip('.') or 'top level'} must be a mapping, got {type(value).__name__}"
-    return f"{key} must be {_type_name(hint)}, got {value!r}"
-
-
-def _path(cls: type, loc: tuple[int | str, ...]) -> tuple[list[str], Any]:
-    """The field names that ``loc`` starts with (not list indices or union members) and the
-    type of the last one, without its ``Annotated`` constraints."""
-    names: list[str] = []
-    hint: Any = cls
-    for item in loc:
-        hints = typing.get_type_hints(hint) if dataclasses.is_dataclass(hint) else {}
-        if item not in hints:
-            break
-        names.append(str(item))
-        hint = hints[item]
-    return names, hint
-
-
-def _type_name(hint: Any) -> str:
-    origin, args = typing.get_origin(hint), typing.get_args(hint)
-    if origin is Literal:
-        return "one of " + ", ".join(repr(a) for a in args)
-    if origin is list:
-        return f"a list of {_type_name(args[0])}"
-    if args:  # a union
-        return " or ".join(_type_name(a) for a in args)
-    return getattr(hint, "__name__", str(hint))
