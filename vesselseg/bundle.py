@@ -20,7 +20,7 @@ from typing import Any
 from vesselseg.errors import MissingPathError, VesselsegError
 
 FORMAT = "vesselseg-model/1"
-ADDED_MODEL_FIELDS = ("context", "views")  # ModelConfig fields newer than the format
+ADDED_MODEL_FIELDS = ("context", "views", "strides", "kernels")  # newer than the format
 
 
 class ModelFileError(VesselsegError):
