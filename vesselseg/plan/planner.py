@@ -270,13 +270,16 @@ def _topology(
 
 
 def _put_topology(ctx: _Context, topology: Topology, kernel: int, name: str) -> None:
-    iso = topology.is_isotropic(kernel)
+    """Depth, strides and kernels; each list is None (the networks' default) when it holds
+    only stride 2, or only ``kernel``, so an isotropic plan keeps today's network exactly."""
     ctx.put("model.depth", topology.depth, "pooled until the bottleneck reaches min_feature_map")
-    strides = None if iso else [list(s) for s in topology.strides]
-    kernels = None if iso else [list(k) for k in topology.kernels]
-    note = "isotropic" if iso else "no pooling along an axis until within anisotropy_ratio"
-    ctx.put("model.strides", strides, note)
-    ctx.put("model.kernels", kernels, note)
+    strides = [list(s) for s in topology.strides]
+    kernels = [list(k) for k in topology.kernels]
+    iso_strides = all(set(s) == {2} for s in strides)
+    iso_kernels = all(set(k) == {kernel} for k in kernels)
+    rule = "no pooling along an axis until within anisotropy_ratio of the finest"
+    ctx.put("model.strides", None if iso_strides else strides, "isotropic" if iso_strides else rule)
+    ctx.put("model.kernels", None if iso_kernels else kernels, "isotropic" if iso_kernels else rule)
     ctx.plan.info["divisors"] = list(topology.divisors)
     ctx.plan.info["network"] = name
 

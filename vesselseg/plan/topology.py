@@ -54,12 +54,6 @@ class Topology:
         dims = len(self.kernels[0])
         return tuple(math.prod(step[a] for step in self.strides) for a in range(dims))
 
-    def is_isotropic(self, kernel: int) -> bool:
-        """Stride 2 and ``kernel`` on every axis of every level (the networks' default)."""
-        return all(set(s) == {2} for s in self.strides) and all(
-            set(k) == {kernel} for k in self.kernels
-        )
-
 
 def pool_schedule(
     spacing: Sequence[float],
