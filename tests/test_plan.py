@@ -290,3 +290,29 @@ def test_cli_plan_show_prints_sources(tmp_path: Path) -> None:
     assert saved["fingerprint"]["volumes"][0]["shape"] == [16, 48, 48]
     both = runner.invoke(app, [*args, "--data-dir", str(train)])
     assert both.exit_code == 2 and "give one of them" in both.output
+
+
+def test_plan_for_training_applies_the_plan(tmp_path: Path) -> None:
+    from vesselseg.plan import plan_for_training
+
+    train = tmp_path / "train"
+    train.mkdir()
+    labels = cylinder((15, 64, 64), (1.0, 1.0, 1.0), 3.0, 1)
+    np.save(train / "data_a.npy", labels.astype(np.float32))
+    np.save(train / "mask_a.npy", labels)
+    params = apply_overrides(Params(), [f"data.train_dir={train}", "train.lr=0.01"])
+    planned, plan = plan_for_training(params, explicit_keys(params))
+    assert planned.data.crop_size == plan.value("data.crop_size") and planned.train.lr == 0.01
+    assert planned.data.crop_size[0] <= 15 and plan.fingerprint.volumes[0].shape == (15, 64, 64)
+    off = apply_overrides(params, ["plan.enabled=false"])
+    assert plan_for_training(off, explicit_keys(off))[0] == off
+
+
+def test_machine_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
+    from vesselseg.plan import machine
+
+    monkeypatch.setattr(machine, "cuda_memory_gb", lambda: None)
+    assert machine.resolve_machine(PlanConfig()) == PlanConfig()
+    monkeypatch.setattr(machine, "cuda_memory_gb", lambda: 80.0)
+    gpu = machine.resolve_machine(PlanConfig(crop_voxels=4096))
+    assert gpu.memory_gb == 80.0 and gpu.crop_voxels == 4096

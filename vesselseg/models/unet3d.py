@@ -124,9 +124,7 @@ class ResidualUNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Logits ``(B, out_channels, *spatial)`` for ``x`` of shape ``(B, C, *spatial)``."""
-        check_input_shape(
-            x.shape, self.depth, type(self).__name__, self.spatial_dims, self.strides
-        )
+        check_input_shape(x.shape, self.depth, type(self).__name__, self.spatial_dims, self.strides)
         skips = []
         for block in self.encoder:
             x = block(x)

@@ -75,7 +75,7 @@ class _ResidualStage(nn.Module):
 
 
 def _half(kernel: Axes) -> Axes:
-    """"Same" padding of an odd kernel."""
+    """The "same" padding of an odd kernel."""
     return kernel // 2 if isinstance(kernel, int) else tuple(k // 2 for k in kernel)
 
 
