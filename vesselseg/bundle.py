@@ -26,7 +26,7 @@ from vesselseg.errors import ConfigError, MissingPathError, VesselsegError
 from vesselseg.io.atomic import atomic_path, write_text
 
 FORMAT = "vesselseg-model/1"
-ADDED_MODEL_FIELDS = ("context", "views")  # ModelConfig fields newer than the format
+ADDED_MODEL_FIELDS = ("context", "views", "strides", "kernels")  # newer than the format
 URI_SCHEMES = ("models:/", "runs:/")
 
 Resolver = Callable[[str], Path]

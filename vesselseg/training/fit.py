@@ -22,7 +22,7 @@ from typing import Any
 
 from vesselseg.config import Params, as_triple, flatten, params_to_dict
 from vesselseg.errors import ConfigError, VesselsegError
-from vesselseg.models.shapes import size_divisor
+from vesselseg.models.shapes import model_divisors
 from vesselseg.provenance import git_commit
 
 log = logging.getLogger(__name__)
@@ -44,13 +44,16 @@ def checkpoint_dir(out: Path) -> Path:
 
 
 def check_sizes(params: Params) -> None:
-    """Crop and tile sides must be multiples of the network's total down-sampling."""
-    factor = size_divisor(params.model.depth)
+    """Crop and tile sides must be multiples of the network's total down-sampling per axis
+    (:func:`~vesselseg.models.shapes.model_divisors`: the same ``2**(depth-1)`` on every axis
+    for an isotropic network)."""
+    factors = model_divisors(params.model)
     for key, size in (
         ("data.crop_size", params.data.crop_size),
         ("infer.tile_size", params.infer.tile_size),
     ):
-        if any(s % factor for s in as_triple(size)):
+        if any(s % f for s, f in zip(as_triple(size), factors, strict=True)):
+            factor = factors[0] if len(set(factors)) == 1 else list(factors)
             raise ConfigError(
                 f"{key} {as_triple(size)} must be a multiple of {factor} for "
                 f"{params.model.name} with depth {params.model.depth}"
