@@ -316,3 +316,22 @@ def test_machine_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(machine, "cuda_memory_gb", lambda: 80.0)
     gpu = machine.resolve_machine(PlanConfig(crop_voxels=4096))
     assert gpu.memory_gb == 80.0 and gpu.crop_voxels == 4096
+
+
+def test_a_user_crop_given_as_one_number_is_planned_around(tmp_path: Path) -> None:
+    """``data.crop_size: 16`` (an int, as params.yaml and --set allow) is the user's: the
+    plan keeps it and still plans the batch from it."""
+    from vesselseg.config import apply_overrides, explicit_keys
+    from vesselseg.plan import plan_for_training
+
+    for split in ("train", "val"):
+        (tmp_path / split).mkdir()
+        np.save(tmp_path / split / "data_0.npy", np.random.default_rng(0).random((16, 32, 32)))
+        mask = np.full((16, 32, 32), 2, np.uint8)
+        mask[4:8, 4:8, 4:8] = 1
+        np.save(tmp_path / split / "mask_0.npy", mask)
+    overrides = ["data.crop_size=16", f"data.train_dir={tmp_path / 'train'}"]
+    params = apply_overrides(Params(), overrides)
+    planned, plan = plan_for_training(params, explicit_keys(params, overrides))
+    assert planned.data.crop_size == 16 and plan.values["data.crop_size"].source == "user"
+    assert isinstance(planned.train.batch_size, int) and planned.train.batch_size >= 1

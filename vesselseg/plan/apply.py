@@ -66,14 +66,18 @@ def read_plan(path: str | Path) -> Plan:
     return plan_from_dict(data, str(path))
 
 
-def apply_plan(params: Params, plan: Plan) -> Params:
+def apply_plan(params: Params, plan: Plan, keep: Collection[str] = ()) -> Params:
     """``params`` with the plan's values where the user did not set them (source other than
-    "user"); ``plan.*`` settings and keys that ``params`` does not have are skipped."""
+    "user", and not in ``keep``); ``plan.*`` settings and keys that ``params`` does not have
+    are skipped."""
     known = flatten(params)
     values = {
         key: planned.value
         for key, planned in plan.values.items()
-        if planned.source != "user" and not key.startswith("plan.") and key in known
+        if planned.source != "user"
+        and key not in keep
+        and not key.startswith("plan.")
+        and key in known
     }
     skipped = sorted(k for k in plan.values if k not in known and not k.startswith("plan."))
     if skipped:
@@ -88,23 +92,31 @@ def apply_plan(params: Params, plan: Plan) -> Params:
 def plan_dataset(folder: str | Path, params: Params, explicit: Collection[str] = ()) -> Plan:
     """Fingerprint the training volumes in ``folder`` and plan for ``params`` (machine
     defaults resolved: the CUDA device's memory where there is one)."""
-    from vesselseg.io.dataset import discover_dataset
+    from vesselseg.io.dataset import discover_dataset, validate_sample
     from vesselseg.plan.machine import resolve_machine
 
     samples = discover_dataset(folder, require_masks=False)
+    for sample in samples:  # the same one-line errors as training gives, before any statistics
+        validate_sample(sample)
     fingerprint = fingerprint_dataset(samples)
     return make_plan(fingerprint, resolve_machine(params.plan), params, explicit)
 
 
-def plan_for_training(params: Params, explicit_keys: Collection[str]) -> tuple[Params, Plan]:
-    """The params training runs with, and the plan they came from: ``data.train_dir``
-    fingerprinted and planned, applied where the user did not set a key (``explicit_keys``,
-    e.g. from :func:`vesselseg.config.explicit_keys`). With ``plan.enabled: false`` the
-    params are returned as they are with an empty plan."""
+def plan_for_training(
+    params: Params, explicit_keys: Collection[str], plan_file: str | Path | None = None
+) -> tuple[Params, Plan]:
+    """The params training runs with, and the plan they came from: ``plan_file`` (written by
+    ``prepare`` or ``plan``) or, without one, ``data.train_dir`` fingerprinted and planned now;
+    applied where the user did not set a key (``explicit_keys``, e.g. from
+    :func:`vesselseg.config.explicit_keys`). With ``plan.enabled: false`` the params are
+    returned as they are with an empty plan."""
     if not params.plan.enabled:
         return params, Plan(info={"enabled": False})
-    plan = plan_dataset(params.data.train_dir, params, explicit_keys)
-    return apply_plan(params, plan), plan
+    if plan_file is not None:
+        plan = read_plan(plan_file)
+    else:
+        plan = plan_dataset(params.data.train_dir, params, explicit_keys)
+    return apply_plan(params, plan, keep=explicit_keys), plan
 
 
 def describe(plan: Plan) -> list[str]:

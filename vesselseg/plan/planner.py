@@ -240,8 +240,10 @@ def _plan_3d(
         ctx.plan.info["plan_3d"] = {"crop_size": crop, "depth": topology.depth}
         return
     _put_topology(ctx, topology, kernel, name)
-    crop = ctx.put("data.crop_size", crop, "same physical length per axis, fits the volumes")
-    tile = as_triple(crop)
+    crop = as_triple(
+        ctx.put("data.crop_size", crop, "same physical length per axis, fits the volumes")
+    )
+    tile = crop
     if views_2d is not None:  # a multiview model predicts with the same tile
         depth_2d, in_plane = views_2d
         div = [2 ** (depth_2d - 1) if a in in_plane else 1 for a in range(3)]
