@@ -100,6 +100,20 @@ def pipeline_tags() -> dict[str, str]:
     return tags
 
 
+def trained_spacing(spacing: Any) -> dict[str, Any]:
+    """``ModelMeta``'s ``spacing``/``unit`` from the datamodule's resolved target
+    (:class:`~vesselseg.io.spacing.VoxelSize`): None for both when no training volume had a
+    known spacing (even where an explicit ``data.target_spacing`` resampled their voxels)."""
+    if spacing is None or not spacing.known:
+        return {"spacing": None, "unit": None}
+    return {"spacing": [float(v) for v in spacing.spacing], "unit": spacing.unit}
+
+
+def spacing_params(meta: Any) -> dict[str, Any]:
+    """The resolved ``data.target_spacing`` (and its unit) as logged MLflow params."""
+    return {"data.target_spacing": meta.spacing, "data.target_unit": meta.unit}
+
+
 def train_model(
     params: Params,
     out: str | Path,
@@ -179,6 +193,7 @@ def _train(
         tile_size=list(as_triple(params.infer.tile_size)),
         overlap=params.infer.overlap,
         threshold=params.infer.threshold,
+        **trained_spacing(datamodule.spacing),
     )
     net = build_model(params.model)
     if init is not None and not resume:
@@ -196,7 +211,7 @@ def _train(
         cfg.experiment, cfg.run_name or out.stem, run_id, all_tags, mlflow_root
     )
     if run_id is None:
-        logger.log_hyperparams(flatten(params))
+        logger.log_hyperparams({**flatten(params), **spacing_params(meta)})
     ckpt_dir.mkdir(parents=True, exist_ok=True)
     if logger.run_id is not None:  # only the rank that owns the MLflow run (DDP rank 0)
         run_file.write_text(json.dumps({"run_id": logger.run_id}))
