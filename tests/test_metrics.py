@@ -336,3 +336,23 @@ def test_evaluate_pair_chunked_equals_single_slab(tmp_path) -> None:
     assert chunked["components_truth"] == whole["components_truth"]
     assert chunked["cldice"] == pytest.approx(whole["cldice"], abs=0.01)
     assert whole["sparse_truth"] is False and 0.5 < whole["dice"] < 1.0
+
+
+@pytest.mark.parametrize(
+    "spacing", [(1.0, 1.0, 1.0), (2.0, 0.5, 0.5), (5.0, 1.0, 1.0), (0.5, 1.0, 2.0)]
+)
+def test_ball_surface_area_is_analytic_at_any_spacing(spacing) -> None:
+    """A ball of radius 20 um digitised on grids of several voxel sizes (down to 8 slices
+    through it at 5 um): the reported area is 4πR² within 2 % (the table sum alone is 9-23 %
+    over, the staircase of the grid, which is what the correction removes)."""
+    radius = 20.0
+    axes = [
+        (np.arange(int(2 * radius / s) + 6) - (int(2 * radius / s) + 5) / 2) * s for s in spacing
+    ]
+    z, y, x = np.meshgrid(*axes, indexing="ij")
+    sphere = (z**2 + y**2 + x**2 <= radius**2).astype(np.uint8)
+    result = surface_dice(sphere.astype(np.float32), sphere, spacing=spacing)
+    analytic = 4 * math.pi * radius**2
+    assert result.as_dict()["surface_area_truth"] == pytest.approx(analytic, rel=0.02)
+    assert result.area_truth / analytic > 1.05  # the uncorrected sum is not within 2 %
+    assert result.surface_dice == 1.0

@@ -8,10 +8,11 @@ and write a JSON summary (label counts, percentiles) that the DVC pipeline track
 from __future__ import annotations
 
 import logging
+from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 
-from vesselseg.config import DataConfig
+from vesselseg.config import DataConfig, Params
 
 log = logging.getLogger(__name__)
 
@@ -19,7 +20,7 @@ log = logging.getLogger(__name__)
 def prepare_data(cfg: DataConfig, out: str | Path) -> dict[str, Any]:
     """Validate + cache the train/val volumes of ``cfg``; write the summary to ``out``."""
     from vesselseg.data.datasets import prepare_volumes
-    from vesselseg.evaluation import write_json
+    from vesselseg.io.atomic import write_json
     from vesselseg.io.dataset import discover_dataset
 
     summary: dict[str, Any] = {"percentiles": list(cfg.percentiles), "splits": {}}
@@ -39,3 +40,18 @@ def prepare_data(cfg: DataConfig, out: str | Path) -> dict[str, Any]:
         }
     write_json(Path(out), summary)
     return summary
+
+
+def prepare_and_plan(
+    params: Params, out: str | Path, plan_out: str | Path | None, explicit: Collection[str]
+) -> tuple[dict[str, Any], Any]:
+    """:func:`prepare_data`, then (``plan.enabled`` and ``plan_out`` given) the dataset plan of
+    the training volumes written to ``plan_out``; returns the summary and the plan (or None)."""
+    from vesselseg.plan import plan_dataset, write_plan
+
+    summary = prepare_data(params.data, out)
+    if plan_out is None or not params.plan.enabled:
+        return summary, None
+    plan = plan_dataset(params.data.train_dir, params, explicit)
+    write_plan(plan, plan_out)
+    return summary, plan

@@ -102,6 +102,22 @@ def parse_size(text: str | None, name: str = "--size") -> list[int] | None:
     return values
 
 
+def parse_voxel_size(text: str | None) -> list[float] | None:
+    """``--spacing``: ``"2"`` or ``"5,1,1"`` (also ``5x1x1``) → ``[z, y, x]``; one-line error
+    for anything but positive finite numbers."""
+    if text is None:
+        return None
+    from vesselseg.io.spacing import SpacingError, parse_spacing
+
+    parts = text.replace("x", ",").split(",")
+    try:
+        return list(parse_spacing(",".join(parts * 3) if len(parts) == 1 else text))
+    except SpacingError:
+        raise SpacingError(
+            f"--spacing: expected S or Z,Y,X positive numbers, got {text!r}"
+        ) from None
+
+
 def parse_tags(tags: list[str] | None) -> dict[str, str]:
     """``["KEY=VALUE", …]`` → ``{KEY: VALUE}``; one-line error for an entry without ``=``."""
     bad = [t for t in tags or [] if "=" not in t]

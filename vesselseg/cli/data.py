@@ -17,6 +17,7 @@ from vesselseg.cli.common import (
     load_params,
     option_values,
     parse_size,
+    parse_voxel_size,
     setup_logging,
     spacing_values,
 )
@@ -36,6 +37,9 @@ def synth(
         int | None, typer.Option(help="Unlabelled volumes for pseudo labels.")
     ] = None,
     size: Annotated[str | None, typer.Option(help="Volume size: N or Z,Y,X.")] = None,
+    spacing: Annotated[
+        str | None, typer.Option(help="Voxel size in um: S or Z,Y,X (same seed: same vessels).")
+    ] = None,
     seed: Annotated[int | None, typer.Option(help="Random seed (deterministic output).")] = None,
     fmt: Annotated[str | None, typer.Option("--format", help="npy, tiff or zarr.")] = None,
     params: ParamsOpt = DEFAULT_PARAMS,
@@ -47,12 +51,16 @@ def synth(
     truth_X (dense 0/1), and OUT/unlabelled/data_X (+ truth_X).
 
     Example: [bold]vesselseg synth data/raw --n-train 2 --size 96 --seed 0[/bold]
+
+    Example: [bold]vesselseg synth data/coarse --size 48 --spacing 2[/bold] (the same vessels
+    as --size 96 at 1 um, on a 2 um grid)
     """
     setup_logging()
     keys = {"n_train": "synth.n_train", "n_val": "synth.n_val", "n_test": "synth.n_test"}
     keys.update({"n_unlabelled": "synth.n_unlabelled", "seed": "synth.seed"})
     values = option_values(locals(), {**keys, "fmt": "synth.format"})
-    p = load_params(params, overrides, {**values, "synth.shape": parse_size(size)})
+    values.update({"synth.shape": parse_size(size), "synth.spacing": parse_voxel_size(spacing)})
+    p = load_params(params, overrides, values)
     from vesselseg.synth import synthesize_with_progress
 
     line = synthesize_with_progress(p.synth, out or Path(p.synth.out_dir))
@@ -94,20 +102,28 @@ def prepare(
     out: Annotated[Path, typer.Option(help="Summary JSON to write.")] = Path("data/prepared.json"),
     train_dir: Annotated[Path | None, typer.Option(help="Training volumes.")] = None,
     val_dir: Annotated[Path | None, typer.Option(help="Validation volumes.")] = None,
+    plan_out: Annotated[
+        Path | None, typer.Option("--plan-out", help="Also plan the data: plans.json to write.")
+    ] = None,
     params: ParamsOpt = DEFAULT_PARAMS,
     overrides: SetOpt = None,
 ) -> None:
-    """Validate the training data and build its annotation indexes and intensity statistics.
+    """Validate the training data and build its annotation indexes and intensity statistics;
+    with --plan-out also fingerprint it and write the plan that `train --plan` applies.
 
     Caches go to data.cache_dir; the summary (label counts, percentiles) to OUT.
 
-    Example: [bold]vesselseg prepare --out data/prepared.json[/bold]
+    Example: [bold]vesselseg prepare --out data/prepared.json --plan-out plans.json[/bold]
     """
     setup_logging()
-    keys = {"train_dir": "data.train_dir", "val_dir": "data.val_dir"}
-    p = load_params(params, overrides, option_values(locals(), keys))
-    from vesselseg.prepare import prepare_data
+    values = option_values(locals(), {"train_dir": "data.train_dir", "val_dir": "data.val_dir"})
+    p = load_params(params, overrides, values)
+    from vesselseg.config import explicit_keys
+    from vesselseg.plan import summary_line
+    from vesselseg.prepare import prepare_and_plan
 
-    summary = prepare_data(p.data, out)
+    summary, plan = prepare_and_plan(p, out, plan_out, explicit_keys(p, overrides or [], values))
     counts = {k: len(v) for k, v in summary["splits"].items()}
     typer.echo(f"prepared {counts['train']} train and {counts['val']} val volumes; summary {out}")
+    if plan is not None:
+        typer.echo(f"{summary_line(plan)}; plan {plan_out}")

@@ -53,13 +53,21 @@ EDT_BYTES_PER_VOXEL = 72.0  # + distance_transform_edt: int32 features, indices,
 
 @dataclass(frozen=True)
 class SurfaceDice:
-    """Surface areas (in spacing units²) and the surface Dice at ``tolerance``."""
+    """Surface areas (in spacing units²) and the surface Dice at ``tolerance``.
+
+    The areas are the marching-cubes table sums that define the metric (DeepMind's
+    ``surface-distance``, the SenNet metric); on a voxel grid they overestimate a smooth
+    surface by the grid's ``staircase`` factor (:func:`staircase_factor`), which
+    :meth:`as_dict` divides out of the reported areas. The surface Dice, a ratio of such sums,
+    does not depend on it.
+    """
 
     tolerance: float
     area_pred: float  # Σ a over ∂P
     area_truth: float  # Σ a over ∂T
     area_pred_near_truth: float  # Σ a over ∂P within τ of ∂T
     area_truth_near_pred: float  # Σ a over ∂T within τ of ∂P
+    staircase: float = 1.0
 
     @property
     def surface_dice(self) -> float:
@@ -72,8 +80,8 @@ class SurfaceDice:
         return {
             "surface_dice": self.surface_dice,
             "tolerance": self.tolerance,
-            "surface_area_pred": self.area_pred,
-            "surface_area_truth": self.area_truth,
+            "surface_area_pred": self.area_pred / self.staircase,
+            "surface_area_truth": self.area_truth / self.staircase,
         }
 
 
@@ -95,6 +103,52 @@ def surface_area_table(spacing: tuple[float, float, float] = (1.0, 1.0, 1.0)) ->
         areas[code] = mesh_surface_area(verts, faces)
     areas.setflags(write=False)
     return areas
+
+
+def _hemisphere(n: int) -> np.ndarray:
+    """``n`` unit vectors (z, y, x) spread evenly over the half sphere z > 0 (Fibonacci)."""
+    i = np.arange(n) + 0.5
+    z = i / n  # uniform in z: uniform in area on the sphere
+    phi = i * math.pi * (3 - math.sqrt(5))
+    r = np.sqrt(1 - z * z)
+    return np.stack([z, r * np.sin(phi), r * np.cos(phi)], axis=1)
+
+
+@lru_cache(maxsize=16)
+def staircase_factor(
+    spacing: tuple[float, float, float] = (1.0, 1.0, 1.0), n_normals: int = 96, footprint: int = 24
+) -> float:
+    """How much the marching-cubes table overestimates a smooth surface on this grid.
+
+    A smooth surface is locally a plane. For ``n_normals`` physical plane orientations spread
+    evenly over the sphere, a half-space is digitised on the grid of ``spacing`` and the table
+    area of its boundary over a footprint of ``footprint``² cells (along the two axes the plane
+    is a graph over) is compared with the plane's true area there, ``footprint area / |n_d|``;
+    the factor is the mean ratio (≈ 1.09 on an isotropic grid, ≈ 1.2 at 5:1 anisotropy).
+    Dividing a table area by it gives a surface area estimate within a few percent for curved
+    surfaces too (tested on balls), at any voxel size.
+    """
+    step = np.asarray(spacing, dtype=float)
+    ratios = []
+    for normal in _hemisphere(n_normals):
+        d = int(np.argmax(np.abs(normal)))
+        others = [a for a in range(3) if a != d]
+        rise = sum(abs(normal[a]) * footprint * step[a] for a in others) / abs(normal[d])
+        shape = [footprint + 2] * 3
+        shape[d] = math.ceil(rise / step[d]) + 6
+        index = np.indices(shape, dtype=float)
+        level = sum(normal[a] * shape[a] * step[a] / 2 for a in range(3)) + 0.123 * step[d]
+        inside = sum(normal[a] * index[a] * step[a] for a in range(3)) <= level
+        plane = np.moveaxis(inside, d, 0)
+        block = np.concatenate([plane[:1], plane, plane[-1:]])  # no artificial caps along d
+        codes = neighbour_codes(np.ascontiguousarray(block))[
+            :, 2 : footprint + 1, 2 : footprint + 1
+        ]
+        table = surface_area_table(tuple(float(step[a]) for a in [d, *others]))
+        cells = codes.shape[1] * codes.shape[2]
+        true_area = cells * step[others[0]] * step[others[1]] / abs(normal[d])
+        ratios.append(area_sum(codes, table) / true_area)
+    return float(np.mean(ratios))
 
 
 def neighbour_codes(block: np.ndarray) -> np.ndarray:
@@ -186,4 +240,4 @@ def surface_dice(
             area_sum(core_p[near_t], table),
             area_sum(core_t[near_p], table),
         ]
-    return SurfaceDice(float(tolerance), *(float(s) for s in sums))
+    return SurfaceDice(float(tolerance), *(float(s) for s in sums), staircase_factor(spacing))

@@ -34,6 +34,7 @@ def write_volume_set(
     """Write ``data_<id>``, ``truth_<id>`` and (``with_mask``) ``mask_<id>`` slab by slab."""
     from contextlib import ExitStack
 
+    from vesselseg.io.spacing import VoxelSize
     from vesselseg.io.writers import SUFFIX, VolumeWriter
 
     suffix = SUFFIX[fmt]
@@ -43,7 +44,13 @@ def write_volume_set(
     with ExitStack() as stack:
         writers = {
             role: stack.enter_context(
-                VolumeWriter(out_dir / f"{role}_{sample_id}{suffix}", plan.shape, dtype, fmt=fmt)
+                VolumeWriter(
+                    out_dir / f"{role}_{sample_id}{suffix}",
+                    plan.shape,
+                    dtype,
+                    fmt=fmt,
+                    voxel_size=VoxelSize(plan.spacing, "um", known=True),
+                )  # fmt: skip
             )
             for role, dtype in names.items()
         }
