@@ -56,20 +56,16 @@ def main() -> None:
         predict_volume,
         prepare_model,
     )
-    from vesselseg.io import VoxelSize
     from vesselseg.io.sidecar import write_sidecar
     from vesselseg.models import build_model
 
     root = Path(tempfile.mkdtemp(prefix="bench_resample_"))
     torch.manual_seed(0)
     cfg = ModelConfig(name="unet", base_channels=args.base_channels, depth=args.depth)
-    model_path = save_bundle(
-        root / "m.pt", build_model(cfg).state_dict(), ModelMeta(model=params_to_dict(cfg))
-    )
+    meta = ModelMeta(model=params_to_dict(cfg), spacing=[1.0, 1.0, 1.0], unit="um")
+    model_path = save_bundle(root / "m.pt", build_model(cfg).state_dict(), meta)
     infer = InferConfig(tile_size=args.tile)
-    prepared = prepare_model(model_path, infer, device="cpu")
-    # the model's training voxel size: 1 um (set here, whatever the bundle on disk records)
-    prepared = dataclasses.replace(prepared, voxel_size=VoxelSize((1.0, 1.0, 1.0), "um", True))
+    prepared = prepare_model(model_path, infer, device="cpu")  # trained at 1 um
 
     n, half = args.size, args.size // 2
     rng = np.random.default_rng(0)

@@ -8,7 +8,6 @@ to the model grid, plus one, resampled back (computed here with scipy on the who
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 from pathlib import Path
@@ -20,11 +19,11 @@ import scipy.ndimage as ndi
 import torch
 from typer.testing import CliRunner
 
-from vesselseg import bundle
 from vesselseg.bundle import ModelMeta, save_bundle
 from vesselseg.cli import app
 from vesselseg.config import InferConfig, ModelConfig, params_to_dict
 from vesselseg.data.normalize import load_or_compute_stats, normalize
+from vesselseg.data.resample import linear_resample
 from vesselseg.errors import ConfigError
 from vesselseg.inference.outputs import looks_like_output, output_paths, volume_stem
 from vesselseg.inference.resample import ResampledVolume, grid_shape, source_positions
@@ -38,34 +37,17 @@ runner = CliRunner()
 HALF = (0.5, 0.5, 0.5)
 
 
-@pytest.fixture(autouse=True)
-def _meta_reads_spacing(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Models record ``spacing``/``unit`` in their JSON (``ModelMeta`` gains the two fields on
-    the training side); until that field exists here, read the two keys anyway."""
-    if "spacing" in {f.name for f in dataclasses.fields(ModelMeta)}:
-        return
-    original = ModelMeta.from_dict.__func__  # type: ignore[attr-defined]
-
-    def from_dict(cls, data, where):  # noqa: ANN001, ANN202
-        meta = original(cls, data, where)
-        meta.spacing, meta.unit = data.get("spacing"), data.get("unit")
-        return meta
-
-    monkeypatch.setattr(bundle.ModelMeta, "from_dict", classmethod(from_dict))
-
-
 def save_model(folder: Path, spacing=(1.0, 1.0, 1.0), unit: str = "um", name="m") -> Path:
     """A tiny seeded U-Net saved with its training voxel size (None: recorded without one)."""
     torch.manual_seed(0)
     cfg = ModelConfig(name="unet", base_channels=2, depth=2)
-    meta = ModelMeta(model=params_to_dict(cfg), tile_size=[16, 16, 16])
-    path = save_bundle(folder / f"{name}.pt", build_model(cfg).state_dict(), meta)
-    if spacing is not None:
-        side = path.with_suffix(".json")
-        data = json.loads(side.read_text())
-        data.update(spacing=list(spacing), unit=unit)
-        side.write_text(json.dumps(data))
-    return path
+    meta = ModelMeta(
+        model=params_to_dict(cfg),
+        tile_size=[16, 16, 16],
+        spacing=None if spacing is None else list(spacing),
+        unit=None if spacing is None else unit,
+    )
+    return save_bundle(folder / f"{name}.pt", build_model(cfg).state_dict(), meta)
 
 
 def save_input(path: Path, shape, spacing=HALF, unit: str = "um", seed: int = 0) -> Path:
@@ -126,6 +108,9 @@ def test_resampling_equals_scipy_and_torch_and_any_box_equals_the_whole(src, dst
         assert np.array_equal(view[tuple(box)], whole[tuple(box)])  # bit for bit
         assert np.array_equal(pieces[tuple(box)], whole[tuple(box)])
     assert np.array_equal(ResampledVolume(np.full(src, 7, np.float32), dst)[...], np.full(dst, 7))
+    # the training crops' kernel, at the same source positions, gives the same bits
+    positions = [np.clip(source_positions(n, m), 0, n - 1) for n, m in zip(src, dst)]
+    assert np.array_equal(whole, linear_resample(a, positions))
 
 
 # --------------------------------------------------------------------------- prediction
@@ -425,5 +410,7 @@ def test_info_prints_the_override(tmp_path: Path) -> None:
     assert result.exit_code == 0 and "spacing: 5 x 1 x 1 um (z, y, x)" in result.output
     result = runner.invoke(app, ["info", str(volume), "--spacing", "5,1,1", "--unit", "mm"])
     assert "spacing: 5 x 1 x 1 mm (z, y, x)" in result.output
+    result = runner.invoke(app, ["info", str(volume), "--spacing", "2"])  # one side: isotropic
+    assert result.exit_code == 0 and "spacing: 2 x 2 x 2 um (z, y, x)" in result.output
     result = runner.invoke(app, ["info", str(volume.parent), "--spacing", "5,1,1"])
     assert result.exit_code == 0 and "5 x 1 x 1 um" in result.output

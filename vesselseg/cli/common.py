@@ -23,7 +23,7 @@ SetOpt = Annotated[
 ]
 SpacingOpt = Annotated[
     str | None,
-    typer.Option(help="Voxel size Z,Y,X of the input volumes, overriding their files."),
+    typer.Option(help="Voxel size Z,Y,X (or S) of the input volumes, overriding their files."),
 ]
 UnitOpt = Annotated[
     str | None, typer.Option(help="Unit of --spacing: um or mm (default: the file's, else um).")
@@ -132,20 +132,20 @@ def is_worker_rank() -> bool:
 
 
 def spacing_values(spacing: str | None, unit: str | None) -> dict[str, Any]:
-    """``--spacing Z,Y,X`` and ``--unit`` as ``infer.spacing`` / ``infer.unit`` values.
+    """``--spacing Z,Y,X`` (or ``S``) and ``--unit`` as ``infer.spacing`` / ``infer.unit``.
 
-    Bad values (not three numbers, ≤ 0, NaN, an unknown unit) are a one-line
+    Bad values (not one or three numbers, ≤ 0, NaN, an unknown unit) are a one-line
     :class:`~vesselseg.io.SpacingError` before anything is read; ``--unit nm`` converts the
     values to ``um``.
     """
-    from vesselseg.io.spacing import parse_spacing, voxel_size
+    from vesselseg.io.spacing import voxel_size
 
-    if spacing is None:
+    values = parse_voxel_size(spacing)
+    if values is None:
         if unit is not None:
             raise ConfigError("--unit: give --spacing Z,Y,X with it")
         return {}
-    values = parse_spacing(spacing)
     if unit is None:
-        return {"infer.spacing": list(values)}
+        return {"infer.spacing": values}
     size = voxel_size(values, unit, where="--unit")
     return {"infer.spacing": list(size.spacing), "infer.unit": size.unit}

@@ -136,6 +136,7 @@ def load_ensemble(path: str | Path, load_member: LoadMember) -> tuple[Any, Any]:
     check_same_normalisation(metas, path)
     weights = [w for _, w in members]
     total = sum(weights)
+    size = merged_voxel_size(metas, str(path))  # members must agree on their training spacing
     meta = ModelMeta(
         model={
             "name": "ensemble",
@@ -147,10 +148,9 @@ def load_ensemble(path: str | Path, load_member: LoadMember) -> tuple[Any, Any]:
         overlap=metas[0].overlap,
         threshold=sum(w * m.threshold for w, m in zip(weights, metas, strict=True)) / total,
         info={"members": [{"model": m, "weight": w} for m, w in members]},
+        spacing=list(size.spacing) if size else None,
+        unit=size.unit if size else None,
     )
-    size = merged_voxel_size(metas, str(path))  # members must agree on their training spacing
-    setattr(meta, "spacing", list(size.spacing) if size else None)  # noqa: B010 - newer field
-    setattr(meta, "unit", size.unit if size else None)  # noqa: B010
     return EnsembleNet([net for net, _ in loaded], weights).eval(), meta
 
 

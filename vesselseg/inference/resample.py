@@ -18,13 +18,15 @@ both. The effective spacing of the target grid is ``n_src * s_src / n_dst``
 
 Why our own and not one library call
 ------------------------------------
-Trilinear interpolation is separable: it is three 1D linear interpolations, one per axis, in a
-fixed order (z, y, x). :class:`ResampledVolume` computes any box of the target grid from the
-source box its taps need (a one-voxel halo, :meth:`ResampledVolume.source_box`), with the same
-elementwise operations on the same source values whatever the box, so a strip resampled alone
-is bit-for-bit the same as that part of the whole volume resampled at once - which the
-streamed predictor needs (strips overlap, resume recomputes them) and which neither
-``torch.nn.functional.interpolate`` nor ``scipy.ndimage.zoom`` give on a cropped region.
+Trilinear interpolation is separable: three 1D linear interpolations, one per axis, in a fixed
+order (z, y, x) (:func:`lerp_axis`, bit for bit the kernel training crops are resampled with,
+:func:`vesselseg.data.resample.linear_resample`). :class:`ResampledVolume` computes any box of
+the target grid from the source box its taps need (a one-voxel halo,
+:meth:`ResampledVolume.source_box`), with the same elementwise operations on the same source
+values whatever the box, so a strip resampled alone is bit-for-bit the same as that part of the
+whole volume resampled at once - which the streamed predictor needs (strips overlap, resume
+recomputes them) and which neither ``torch.nn.functional.interpolate`` nor
+``scipy.ndimage.zoom`` give on a cropped region.
 """
 
 from __future__ import annotations
@@ -81,7 +83,11 @@ def grid_shape(shape: Sequence[int], spacing: Sequence[float], target: Sequence[
 
 def lerp_axis(data: np.ndarray, lo: np.ndarray, hi: np.ndarray, frac: np.ndarray, axis: int):
     """``data`` (float32) linearly interpolated along ``axis`` at taps ``lo``/``hi``/``frac``
-    (indices into ``data``): ``a + frac * (b - a)``, so a constant stays exactly constant."""
+    (indices into ``data``): ``a + (b - a) * frac``, so a constant stays exactly constant.
+
+    The same operations, in place, as :func:`vesselseg.data.resample.linear_resample` (the
+    training crops' kernel): the tests check the two agree bit for bit; this one allocates
+    half as much and is about twice as fast when upsampling."""
     a = np.take(data, lo, axis=axis)
     b = np.take(data, hi, axis=axis)
     shape = [1] * data.ndim

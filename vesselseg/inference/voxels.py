@@ -26,7 +26,8 @@ TO_UM = {"um": 1.0, "mm": 1000.0}
 
 def model_voxel_size(meta: Any) -> VoxelSize | None:
     """The training voxel size a model's settings record (``meta.spacing`` + ``meta.unit``,
-    unit ``um`` when absent), or None for a model saved without one."""
+    unit ``um`` when absent), or None for a model saved without one (or before models
+    recorded it; any object without the attributes counts as such)."""
     spacing = getattr(meta, "spacing", None)
     if spacing is None:
         return None
