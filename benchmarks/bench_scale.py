@@ -47,7 +47,7 @@ def main() -> None:
     params = ["-p", str(ROOT / "params.yaml")]
     model = args.model.resolve() if args.model else None
     if model is None:
-        vesselseg("synth", "data", *params, cwd=work)
+        vesselseg("synth", "data/raw", *params, cwd=work)
         start = time.perf_counter()
         vesselseg("train", "--out", "model.pt", "--run-name", "bench-scale", *params, cwd=work)
         print(f"trained the demo 3D U-Net at 1 um in {(time.perf_counter() - start) / 60:.1f} min")
