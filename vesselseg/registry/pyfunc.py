@@ -45,14 +45,18 @@ def pinned_requirements() -> list[str]:
 
 
 def model_signature() -> Any:
-    """Input: volume path(s) (one string column); output: float32 probabilities (z, y, x);
-    param ``save_dir`` keeps the outputs there (memory-mapped result)."""
+    """No input schema, so MLflow passes the input through unchanged: a 3D numpy array, a
+    volume path (string, list, ``{"path": ...}``) or a DataFrame with a ``path`` column all
+    reach :meth:`vesselseg.mlflow_model.VesselsegModel.predict` (one input schema cannot hold
+    both a tensor and a string column: MLflow would refuse the other form). Output: float32
+    probabilities (z, y, x); param ``save_dir`` keeps the outputs there (memory-mapped
+    result)."""
     import numpy as np
     from mlflow.models import ModelSignature
-    from mlflow.types.schema import ColSpec, ParamSchema, ParamSpec, Schema, TensorSpec
+    from mlflow.types.schema import ParamSchema, ParamSpec, Schema, TensorSpec
 
     return ModelSignature(
-        inputs=Schema([ColSpec("string")]),
+        inputs=None,
         outputs=Schema([TensorSpec(np.dtype("float32"), (-1, -1, -1))]),
         params=ParamSchema([ParamSpec("save_dir", "string", "")]),
     )
