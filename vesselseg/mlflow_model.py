@@ -83,12 +83,14 @@ class VesselsegModel(mlflow.pyfunc.PythonModel):
         from vesselseg.inference.run import predict_path
 
         if save_dir:
-            summary = predict_path(path, self.weights, save_dir, self.cfg, device=self.device,
-                                   show_progress=False)
+            summary = predict_path(
+                path, self.weights, save_dir, self.cfg, device=self.device, show_progress=False
+            )
             return [np.load(r.outputs.prob, mmap_mode="r") for r in summary.results]
         with tempfile.TemporaryDirectory(prefix="vesselseg-pyfunc-") as tmp:
-            summary = predict_path(path, self.weights, tmp, self.cfg, device=self.device,
-                                   show_progress=False)
+            summary = predict_path(
+                path, self.weights, tmp, self.cfg, device=self.device, show_progress=False
+            )
             return [np.load(r.outputs.prob) for r in summary.results]
 
     def _predict_array(self, array: np.ndarray) -> np.ndarray:

@@ -105,7 +105,7 @@ def training_datasets(params: Params, pseudo_dir: str | Path | None) -> list[tup
 
 def log_training_curves(run_id: str, out: Path, title: str, mlflow_root: Any) -> Path:
     """``<out>.curves.png`` (loss, validation Dice, learning rate per epoch, from the run's
-    metric history), also logged to the run as ``plots/training_curves.png``."""
+    metric history), also logged to the run under ``plots/``."""
     from vesselseg import tracking
     from vesselseg.plots import write_training_curves
 
