@@ -249,7 +249,7 @@ def test_each_evaluation_is_its_own_run_under_the_training_run(
     for name, summary in summaries.items():
         run = client.get_run(summary.run_id)
         assert run.info.experiment_id == parent.info.experiment_id
-        assert run.info.run_name == f"evaluate stage2 on {name}"
+        assert run.info.run_name == f"stage2 on {name}"
         assert run.data.tags["mlflow.parentRunId"] == train_run
         assert run.data.tags["vesselseg.dataset.digest"] == summary.dataset.digest
         assert run.data.tags["vesselseg.dataset.source"] == (tiny_dataset / name).as_posix()
@@ -285,7 +285,7 @@ def test_an_ensemble_evaluation_is_a_run_tagged_with_its_members(
         tiny_dataset / "test", ensemble, tmp_path / "pred", CFG, mlflow_root=store
     )
     run = tracking.client(store).get_run(summary.run_id)
-    assert run.info.run_name == "evaluate ensemble on test"
+    assert run.info.run_name == "ensemble on test"
     assert "mlflow.parentRunId" not in run.data.tags
     assert run.data.tags["vesselseg.ensemble.runs"] == ",".join(runs)
     assert "test_dice" in run.data.metrics and run.info.status == "FINISHED"

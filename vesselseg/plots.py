@@ -87,7 +87,7 @@ def pr_figure(curve: dict[str, list[float]], title: str, threshold: float | None
         )
         left.legend(loc="lower left", fontsize=8)
         right.axvline(threshold, color="black", linewidth=0.8, linestyle="--")
-    right.legend(loc="lower left", fontsize=8)
+    right.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize=8)
     for ax in (left, right):
         ax.grid(alpha=0.3)
     fig.suptitle(title)
@@ -134,7 +134,8 @@ def training_figure(history: dict[str, Series], title: str) -> Any:
         for key in keys:
             series = per_epoch(history, key)
             if series:
-                ax.plot([e for e, _ in series], [v for _, v in series], marker=".", label=key)
+                label = f"{key} ({series[-1][1]:.3g})"  # the last value, readable on log axes
+                ax.plot([e for e, _ in series], [v for _, v in series], marker=".", label=label)
                 drawn = True
         if drawn:
             ax.legend(fontsize=8)

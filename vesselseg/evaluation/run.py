@@ -76,7 +76,8 @@ def evaluate_dataset(
         overall["best_threshold_val"] = best_val
         overall["best_dice_val"] = val_dice
     pr_path = write_pr_csv(curves, plots_dir / "pr.csv")
-    title = f"{model_label(model)} on {dataset.name} ({overall['volumes']} volumes)"
+    n = overall["volumes"]
+    title = f"{model_label(model)} on {dataset.name} ({n} volume{'' if n == 1 else 's'})"
     pr_png = write_pr_curve(pr_path, plots_dir / "pr.png", title, cfg.threshold)
     write_json(
         metrics_path,

@@ -2,10 +2,10 @@
 
 * A model whose training run is in this store (``info.run_id`` in ``NAME.json``): the
   evaluation is a **child run** of it (same experiment; the UI nests it under the training
-  run), named ``evaluate stage2 on test``. The training run also gets the PR curve, the
-  pictures and the metrics file under ``evaluation/<data>-<digest8>/`` and a tag
-  ``vesselseg.evaluation.<data>-<digest8>`` = the evaluation run's id; its own metrics are
-  never touched.
+  run), named ``stage2 on test`` and tagged ``vesselseg.stage=evaluate``. The training run
+  also gets the PR curve, the pictures and the metrics file under
+  ``evaluation/<data>-<digest8>/`` and a tag ``vesselseg.evaluation.<data>-<digest8>`` = the
+  evaluation run's id; its own metrics are never touched.
 * An **ensemble** has no single training run: its evaluation is a run of its own in the
   experiment, tagged with its members' run ids (``vesselseg.ensemble.runs``, in member order)
   and holding the ensemble file (``model/``). So is a model whose run is not in this store.
@@ -90,7 +90,7 @@ def log_evaluation_run(
         tags["vesselseg.model_run_id"] = parent
     if members:
         tags["vesselseg.ensemble.runs"] = ",".join(members)
-    name = f"evaluate {model_label(model)} on {key}"
+    name = f"{model_label(model)} on {key}"
     run_id, linked = tracking.start_linked_run(experiment, name, tags, parent, root)
     status = "FAILED"
     try:

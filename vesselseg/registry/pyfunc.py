@@ -18,6 +18,7 @@ from typing import Any
 log = logging.getLogger(__name__)
 
 LOGGED_MODEL_NAME = "vesselseg"  # the pyfunc's name inside its run
+VOXEL_COUNTS = ("tp", "fp", "fn", "tn", "volumes")  # of metrics.json's overall: not scores
 REQUIREMENTS = (
     "torch",
     "numpy",
@@ -122,8 +123,7 @@ def log_pyfunc(
                 "data_version": tags["data_version"],
             },
         )
-        if metrics:
-            mlflow.log_metrics(
-                {f"registered_{k}": v for k, v in metrics.items()}, model_id=info.model_id
-            )
+        scores = {f"registered_{k}": v for k, v in metrics.items() if k not in VOXEL_COUNTS}
+        if scores:  # on the logged model (and so the run); the voxel counts stay version tags
+            mlflow.log_metrics(scores, model_id=info.model_id)
     return info
