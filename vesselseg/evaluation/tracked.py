@@ -24,10 +24,9 @@ from typing import Any
 from vesselseg.bundle import Resolver
 from vesselseg.errors import VesselsegError
 from vesselseg.evaluation.outputs import model_label, slug
+from vesselseg.evaluation.score import SUMMED  # voxel counts: in metrics.json, not MLflow
 from vesselseg.lineage import DatasetRef, pipeline_tags
 from vesselseg.provenance import git_commit
-
-SUMMED = ("tp", "fp", "fn", "tn")  # voxel counts: in metrics.json, not MLflow metrics
 
 
 def model_runs(model: Path, resolve: Resolver | None = None) -> tuple[str | None, list[str]]:
