@@ -45,4 +45,4 @@ lint: install-dev
 	$(BIN)/ruff format --check vesselseg tests benchmarks cli.py
 
 clean:
-	rm -rf data models predictions plots metrics.json dvc.lock .cache
+	rm -rf data models predictions plots metrics metrics.json plans.json dvc.lock .cache

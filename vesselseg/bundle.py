@@ -26,7 +26,7 @@ from vesselseg.errors import ConfigError, MissingPathError, VesselsegError
 from vesselseg.io.atomic import atomic_path, write_text
 
 FORMAT = "vesselseg-model/1"
-ADDED_MODEL_FIELDS = ("context", "views")  # ModelConfig fields newer than the format
+ADDED_MODEL_FIELDS = ("context", "views", "strides", "kernels")  # newer than the format
 URI_SCHEMES = ("models:/", "runs:/")
 
 Resolver = Callable[[str], Path]
@@ -39,7 +39,11 @@ class ModelFileError(VesselsegError):
 
 @dataclass
 class ModelMeta:
-    """What travels with the weights (the JSON beside ``NAME.pt``)."""
+    """What travels with the weights (the JSON beside ``NAME.pt``).
+
+    ``spacing`` ``[z, y, x]`` and ``unit`` are the voxel size the model was trained at (what
+    its training crops were resampled to), so inference can resample inputs to it.
+    """
 
     model: dict[str, Any]
     percentiles: list[float] = field(default_factory=lambda: [0.5, 99.5])
@@ -48,6 +52,10 @@ class ModelMeta:
     threshold: float = 0.5
     info: dict[str, Any] = field(default_factory=dict)  # run id, data version, metrics, ...
     format: str = FORMAT
+    # the voxel size (z, y, x) and unit training crops were resampled to; None for a model
+    # trained without known spacing (and for models saved before spacing existed)
+    spacing: list[float] | None = None
+    unit: str | None = None
 
     def model_config(self, where: str) -> Any:
         """The :class:`~vesselseg.config.ModelConfig` of these settings (fields added since a

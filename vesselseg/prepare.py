@@ -8,10 +8,11 @@ and write a JSON summary (label counts, percentiles) that the DVC pipeline track
 from __future__ import annotations
 
 import logging
+from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 
-from vesselseg.config import DataConfig
+from vesselseg.config import DataConfig, Params
 
 log = logging.getLogger(__name__)
 
@@ -39,3 +40,18 @@ def prepare_data(cfg: DataConfig, out: str | Path) -> dict[str, Any]:
         }
     write_json(Path(out), summary)
     return summary
+
+
+def prepare_and_plan(
+    params: Params, out: str | Path, plan_out: str | Path | None, explicit: Collection[str]
+) -> tuple[dict[str, Any], Any]:
+    """:func:`prepare_data`, then (``plan.enabled`` and ``plan_out`` given) the dataset plan of
+    the training volumes written to ``plan_out``; returns the summary and the plan (or None)."""
+    from vesselseg.plan import plan_dataset, write_plan
+
+    summary = prepare_data(params.data, out)
+    if plan_out is None or not params.plan.enabled:
+        return summary, None
+    plan = plan_dataset(params.data.train_dir, params, explicit)
+    write_plan(plan, plan_out)
+    return summary, plan

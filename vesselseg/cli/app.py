@@ -14,6 +14,7 @@ COMMAND_ORDER = (  # --help lists the commands in pipeline order
     "synth",
     "info",
     "prepare",
+    "plan",
     "train",
     "predict",
     "evaluate",

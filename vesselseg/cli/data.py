@@ -91,20 +91,28 @@ def prepare(
     out: Annotated[Path, typer.Option(help="Summary JSON to write.")] = Path("data/prepared.json"),
     train_dir: Annotated[Path | None, typer.Option(help="Training volumes.")] = None,
     val_dir: Annotated[Path | None, typer.Option(help="Validation volumes.")] = None,
+    plan_out: Annotated[
+        Path | None, typer.Option("--plan-out", help="Also plan the data: plans.json to write.")
+    ] = None,
     params: ParamsOpt = DEFAULT_PARAMS,
     overrides: SetOpt = None,
 ) -> None:
-    """Validate the training data and build its annotation indexes and intensity statistics.
+    """Validate the training data and build its annotation indexes and intensity statistics;
+    with --plan-out also fingerprint it and write the plan that `train --plan` applies.
 
     Caches go to data.cache_dir; the summary (label counts, percentiles) to OUT.
 
-    Example: [bold]vesselseg prepare --out data/prepared.json[/bold]
+    Example: [bold]vesselseg prepare --out data/prepared.json --plan-out plans.json[/bold]
     """
     setup_logging()
-    keys = {"train_dir": "data.train_dir", "val_dir": "data.val_dir"}
-    p = load_params(params, overrides, option_values(locals(), keys))
-    from vesselseg.prepare import prepare_data
+    values = option_values(locals(), {"train_dir": "data.train_dir", "val_dir": "data.val_dir"})
+    p = load_params(params, overrides, values)
+    from vesselseg.config import explicit_keys
+    from vesselseg.plan import summary_line
+    from vesselseg.prepare import prepare_and_plan
 
-    summary = prepare_data(p.data, out)
+    summary, plan = prepare_and_plan(p, out, plan_out, explicit_keys(p, overrides or [], values))
     counts = {k: len(v) for k, v in summary["splits"].items()}
     typer.echo(f"prepared {counts['train']} train and {counts['val']} val volumes; summary {out}")
+    if plan is not None:
+        typer.echo(f"{summary_line(plan)}; plan {plan_out}")

@@ -127,6 +127,10 @@ def train(
     init: Annotated[
         str | None, typer.Option(help="Start from this saved model's weights (fine-tuning).")
     ] = None,
+    plan_file: Annotated[
+        Path | None,
+        typer.Option("--plan", help="plans.json from prepare/plan (default: plan the data now)."),
+    ] = None,
     params: ParamsOpt = DEFAULT_PARAMS,
     overrides: SetOpt = None,
 ) -> None:
@@ -151,16 +155,18 @@ def train(
     values = option_values(locals(), TRAIN_KEYS)
     values["data.crop_size"] = parse_size(crop_size, "--crop-size")
     values["model.norm"] = normalisation(normalization)
-    from vesselseg.config import multiview_params, with_values
+    from vesselseg.config import explicit_keys, multiview_params, with_values
+    from vesselseg.plan import plan_for_training, summary_line
+    from vesselseg.registry import resolve_model
     from vesselseg.training.fit import train_model
 
-    p = load_params(params, overrides)
+    p = load_params(params, overrides, values)
+    p, plan = plan_for_training(p, explicit_keys(p, overrides or [], values), plan_file)
     p = with_values(multiview_params(p) if multiview else p, values)  # options win
-    from vesselseg.registry import resolve_model
-
     out = out or Path(p.train.out_dir) / "model.pt"
     local_init = resolve_model(init) if init and not resume else None  # a URI is downloaded
-    tags = {"init_from": init} if init else None
+    tags = {"plan": summary_line(plan)} if plan.values else {}
+    tags.update({"init_from": init} if init else {})
     result = train_model(p, out, resume, tags, pseudo_dir=pseudo, init=local_init)
     if is_worker_rank():
         return  # DDP: rank 0 reports

@@ -61,7 +61,12 @@ class SynthConfig:
 
 @dataclass(config=_STRICT)
 class DataConfig:
-    """Training data: where it is, how crops are drawn and augmented."""
+    """Training data: where it is, how crops are drawn, resampled and augmented.
+
+    Crops are sampled at ``target_spacing`` ``[z, y, x]`` (in the training volumes' unit;
+    None: their median spacing per axis) and resampled from each volume on the fly;
+    ``scale_range`` ``r`` zooms each training crop by a factor drawn from ``[1 - r, 1 + r]``.
+    """
 
     train_dir: Str = "data/raw/train"
     val_dir: Str = "data/raw/val"
@@ -77,6 +82,10 @@ class DataConfig:
     intensity_scale: Float = Field(0.1, ge=0.0, lt=1.0)
     intensity_shift: Float = Field(0.1, ge=0.0)
     noise_std: Float = Field(0.0, ge=0.0)
+    # voxel size (z, y, x) crops are resampled to, in the volumes' unit; None: the median of
+    # the training volumes (no resampling when none has a known spacing)
+    target_spacing: Triple[Annotated[Float, Field(gt=0.0)]] | None = None
+    scale_range: Float = Field(0.0, ge=0.0, lt=1.0)  # zoom each crop by U(1 - r, 1 + r)
 
     @model_validator(mode="after")
     def _percentiles(self) -> DataConfig:

@@ -207,7 +207,10 @@ def load_or_build_index(
     index = build_annotation_index(mask, max_points=max_points, seed=seed)
     log.info(
         "indexed %s: %d vessel, %d background voxels (%.1f s)",
-        sample.mask, index.n_vessel, index.n_background, time.perf_counter() - start,
+        sample.mask,
+        index.n_vessel,
+        index.n_background,
+        time.perf_counter() - start,
     )
     for path in candidates:
         if save_index(index, path, key):

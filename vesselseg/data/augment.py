@@ -3,13 +3,33 @@
 Geometric transforms (flips, 90° rotations) are applied identically to image and label;
 intensity transforms (scale, shift, Gaussian noise) to the image only. Arrays are
 ``(z, y, x)``.
+
+With a crop ``spacing`` (anisotropic data), 90° rotations stay in the planes whose two axes
+have the same spacing within 1 % (:func:`rot90_planes`): a rotation never swaps a 5 µm axis
+with a 1 µm one. Flips keep every axis's spacing, so they apply along any axis.
 """
 
 from __future__ import annotations
 
+import math
+from collections.abc import Sequence
+
 import numpy as np
 
 PLANES = ((0, 1), (0, 2), (1, 2))
+ISOTROPIC_TOLERANCE = 0.01  # two axes have "the same spacing" within 1 %
+
+
+def rot90_planes(spacing: Sequence[float] | None = None) -> tuple[tuple[int, int], ...]:
+    """The axis planes whose two axes have the same spacing within 1 % (all three without a
+    spacing): the planes a 90° rotation may turn."""
+    if spacing is None:
+        return PLANES
+    return tuple(
+        (a, b)
+        for a, b in PLANES
+        if math.isclose(spacing[a], spacing[b], rel_tol=ISOTROPIC_TOLERANCE)
+    )
 
 
 def random_flip(
@@ -23,13 +43,18 @@ def random_flip(
 
 
 def random_rot90(
-    image: np.ndarray, label: np.ndarray, rng: np.random.Generator
+    image: np.ndarray,
+    label: np.ndarray,
+    rng: np.random.Generator,
+    spacing: Sequence[float] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Rotate by ``k * 90°`` (``k`` uniform in 0..3) in each axis plane whose sides are equal.
+    """Rotate by ``k * 90°`` (``k`` uniform in 0..3) in each axis plane whose sides are equal
+    and, with a ``spacing`` ``(z, y, x)``, whose axes have the same spacing (:func:`rot90_planes`).
 
-    Planes with unequal sides are left alone so the crop shape never changes.
+    Other planes are left alone (no draw), so the crop shape and each axis's spacing never
+    change.
     """
-    for axes in PLANES:
+    for axes in rot90_planes(spacing):
         if image.shape[axes[0]] != image.shape[axes[1]]:
             continue
         k = int(rng.integers(4))
@@ -64,17 +89,19 @@ def augment(
     intensity_scale: float = 0.0,
     intensity_shift: float = 0.0,
     noise_std: float = 0.0,
+    spacing: Sequence[float] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Augment one ``(z, y, x)`` crop; returns C-contiguous ``(float32 image, label)``.
 
     Image and label get the same flips/rotations; intensity changes touch the image only.
+    ``spacing`` is the crop's voxel size per axis: rotations stay in planes of equal spacing.
     """
     if image.shape != label.shape:
         raise ValueError(f"image shape {image.shape} != label shape {label.shape}")
     if flip:
         image, label = random_flip(image, label, rng)
     if rot90:
-        image, label = random_rot90(image, label, rng)
+        image, label = random_rot90(image, label, rng, spacing)
     if intensity_scale > 0 or intensity_shift > 0:
         image = scale_shift(image, rng, intensity_scale, intensity_shift)
     if noise_std > 0:

@@ -4,6 +4,14 @@ A crop is drawn in O(1) of the annotation: one random indexed voxel from the
 :class:`~vesselseg.data.annotation_index.AnnotationIndex`, one uniformly random crop origin
 among those that keep the crop inside the volume and contain that voxel, and one region read
 of the label (and of the image). Nothing depends on how sparse the annotation is.
+
+Crops at a target spacing (``step`` = source voxels per crop voxel, see
+:mod:`vesselseg.data.target_spacing`) and zoomed crops (``scale_range``) are resampled on the
+fly: the crop is a :class:`~vesselseg.data.resample.CropBox` whose samples include the drawn
+annotated voxel exactly (:func:`~vesselseg.data.resample.box_containing`), read from the
+source box it needs plus a 1-voxel margin (:func:`read_box`), trilinear for the image and
+nearest for the label. A sampler with ``step`` 1 and no zoom reads plain integer-origin crops,
+exactly as before resampling existed.
 """
 
 from __future__ import annotations
@@ -15,9 +23,17 @@ import numpy as np
 
 from vesselseg.config import as_triple
 from vesselseg.data.annotation_index import BACKGROUND, VESSEL, AnnotationIndex
+from vesselseg.data.resample import (
+    CropBox,
+    box_containing,
+    linear_resample,
+    nearest_resample,
+    random_box,
+)
 from vesselseg.errors import ShapeMismatchError
 
 Triple = tuple[int, int, int]
+Where = Triple | CropBox  # a plain crop's origin, or a resampled crop's box
 
 
 def crop_origin_containing(
@@ -80,6 +96,20 @@ def read_crop(
     return out
 
 
+def read_box(volume: Any, box: CropBox, linear: bool, pad_value: float = 0) -> np.ndarray:
+    """The resampled crop ``box`` of ``volume``: trilinear float32 (``linear``: images) or
+    nearest neighbour in the volume's dtype (labels).
+
+    Only the source box the samples touch plus a 1-voxel margin is read
+    (:meth:`~vesselseg.data.resample.CropBox.source_region`); outside the volume the source is
+    ``pad_value``.
+    """
+    origin, size = box.source_region()
+    region = read_crop(volume, origin, size, pad_value)
+    coords = [box.coordinates(a) - origin[a] for a in range(3)]
+    return linear_resample(region, coords) if linear else nearest_resample(region, coords)
+
+
 class CropSampler:
     """Draw ``(image, label)`` crops of ``crop_size`` from one volume, around annotation.
 
@@ -95,6 +125,15 @@ class CropSampler:
     ``image_pad_value``. With ``center_axis`` (slab crops for 2.5D models, thin along that
     axis) the drawn voxel sits on the crop's centre slice along ``center_axis``, so the slice
     a 2D model is trained on always holds it.
+
+    ``step`` ``(z, y, x)`` is the crop's sampling step in source voxels (target spacing /
+    volume spacing) and ``scale_range`` ``r`` zooms each crop by a factor ``k`` drawn
+    uniformly from ``[1 - r, 1 + r]`` (the source box is ``k`` times larger, so structures
+    look ``1 / k`` times as large). Either makes the crop a resampled
+    :class:`~vesselseg.data.resample.CropBox` (trilinear image, nearest label). The drawn
+    voxel is always one of the crop's samples, so the vessel guarantee survives resampling:
+    nearest-neighbour can drop *other* thin annotations between samples, never the drawn one
+    (no re-draw is needed; ``min_vessel_voxels`` is checked on the resampled label).
     """
 
     def __init__(
@@ -108,12 +147,16 @@ class CropSampler:
         max_tries: int = 8,
         image_pad_value: float = 0.0,
         center_axis: int | None = None,
+        step: Sequence[float] = (1.0, 1.0, 1.0),
+        scale_range: float = 0.0,
     ) -> None:
         if tuple(image.shape) != tuple(mask.shape) or tuple(mask.shape) != index.shape:
             raise ShapeMismatchError(
                 f"image {tuple(image.shape)}, mask {tuple(mask.shape)} and index {index.shape} "
                 "shapes differ"
             )
+        if not 0.0 <= scale_range < 1.0:
+            raise ValueError(f"scale_range must be in [0, 1), got {scale_range}")
         self.image = image
         self.mask = mask
         self.index = index
@@ -125,46 +168,80 @@ class CropSampler:
         self.max_tries = max(1, int(max_tries))
         self.image_pad_value = image_pad_value
         self.center_axis = center_axis
+        self.step = (float(step[0]), float(step[1]), float(step[2]))
+        self.scale_range = float(scale_range)
+
+    @property
+    def resamples(self) -> bool:
+        """True when crops are resampled (a step other than 1, or zoom augmentation)."""
+        return self.scale_range > 0 or self.step != (1.0, 1.0, 1.0)
 
     def sample(self, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-        """One crop: ``(image, label)``, both ``crop_size`` ``(z, y, x)``, volume dtypes."""
-        origin, label = self.sample_label(rng)
-        return read_crop(self.image, origin, self.crop_size, self.image_pad_value), label
+        """One crop: ``(image, label)``, both ``crop_size`` ``(z, y, x)``; the volume dtypes,
+        or a float32 image when resampled."""
+        where, label = self.sample_label(rng)
+        return self.read_image(where), label
 
-    def sample_label(self, rng: np.random.Generator) -> tuple[Triple, np.ndarray]:
-        """The origin and label crop ``(z, y, x)`` uint8 of one draw (the image is not read)."""
+    def sample_label(self, rng: np.random.Generator) -> tuple[Where, np.ndarray]:
+        """Where one draw lies (an origin, or a :class:`CropBox` when resampling) and its
+        label crop ``(z, y, x)`` uint8 (the image is not read)."""
+        step = self.step
+        if self.scale_range > 0:  # one zoom per crop, before the other draws
+            zoom = float(rng.uniform(1.0 - self.scale_range, 1.0 + self.scale_range))
+            step = (step[0] * zoom, step[1] * zoom, step[2] * zoom)
         has_vessel = self.index.vessel.size > 0
         has_background = self.index.background.size > 0
         want_background = rng.random() < self.background_crop_fraction
         if has_background and (want_background or not has_vessel):
-            return self._crop_around(BACKGROUND, rng)
+            return self._crop_around(BACKGROUND, rng, step)
         if has_vessel:
-            return self._vessel_crop(rng)
+            return self._vessel_crop(rng, step)
+        if self.resamples:
+            box = random_box(self.crop_size, step, self.index.shape, rng)
+            return box, self.read_label(box)
         origin = random_origin(self.crop_size, self.index.shape, rng)
-        return origin, self._read_label(origin)
+        return origin, self.read_label(origin)
 
-    def _vessel_crop(self, rng: np.random.Generator) -> tuple[Triple, np.ndarray]:
-        best: tuple[int, Triple, np.ndarray] | None = None
+    def read_image(self, where: Where) -> np.ndarray:
+        """The image crop at ``where`` (padded with ``image_pad_value``)."""
+        if isinstance(where, CropBox):
+            return read_box(self.image, where, True, self.image_pad_value)
+        return read_crop(self.image, where, self.crop_size, self.image_pad_value)
+
+    def read_label(self, where: Where) -> np.ndarray:
+        """The uint8 label crop at ``where`` (padded with 0, not annotated)."""
+        if isinstance(where, CropBox):
+            return read_box(self.mask, where, False, 0).astype(np.uint8, copy=False)
+        return read_crop(self.mask, where, self.crop_size, 0).astype(np.uint8, copy=False)
+
+    def _vessel_crop(
+        self, rng: np.random.Generator, step: tuple[float, float, float]
+    ) -> tuple[Where, np.ndarray]:
+        best: tuple[int, Where, np.ndarray] | None = None
         for _ in range(self.max_tries):
-            origin, label = self._crop_around(VESSEL, rng)
+            where, label = self._crop_around(VESSEL, rng, step)
             count = int(np.count_nonzero(label == VESSEL))
             if count >= self.min_vessel_voxels:
-                return origin, label
+                return where, label
             if best is None or count > best[0]:
-                best = (count, origin, label)
+                best = (count, where, label)
         assert best is not None
         return best[1], best[2]
 
-    def _crop_around(self, label: int, rng: np.random.Generator) -> tuple[Triple, np.ndarray]:
+    def _crop_around(
+        self, label: int, rng: np.random.Generator, step: tuple[float, float, float]
+    ) -> tuple[Where, np.ndarray]:
         point = self.index.random_point(label, rng)
         assert point is not None
+        if self.resamples:
+            box = box_containing(
+                point, self.crop_size, step, self.index.shape, rng, self.center_axis
+            )
+            return box, self.read_label(box)
         origin = crop_origin_containing(point, self.crop_size, self.index.shape, rng)
         if self.center_axis is not None:
             a = self.center_axis
             centred = list(origin)
             centred[a] = int(point[a]) - self.crop_size[a] // 2
             origin = (centred[0], centred[1], centred[2])
-        return origin, self._read_label(origin)
-
-    def _read_label(self, origin: Triple) -> np.ndarray:
-        return read_crop(self.mask, origin, self.crop_size, 0).astype(np.uint8, copy=False)
+        return origin, self.read_label(origin)

@@ -1,7 +1,9 @@
 """LightningDataModule: validated train/val volumes → random training crops, fixed val crops.
 
 Batches are ``(image, label)``: float32 ``[B, 1, z, y, x]`` and uint8 ``[B, 1, z, y, x]``
-(0 not annotated, 1 vessel, 2 background).
+(0 not annotated, 1 vessel, 2 background), at the target voxel size
+``VesselDataModule.spacing`` (``data.target_spacing``, default the median spacing of the
+labelled training volumes).
 """
 
 from __future__ import annotations
@@ -23,8 +25,10 @@ from vesselseg.data.datasets import (
     VolumeEntry,
     prepare_volumes,
 )
+from vesselseg.data.target_spacing import resolve_target_spacing
 from vesselseg.errors import DatasetError
 from vesselseg.io.dataset import discover_dataset
+from vesselseg.io.spacing import VoxelSize
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +40,11 @@ class VesselDataModule(pl.LightningDataModule):
     ``val_crops_per_volume`` defaults to ``data_cfg.samples_per_volume``. ``views`` (axis
     indices) and ``context`` switch to 2.5D slab items for slice models (see
     :mod:`vesselseg.data.datasets`).
+
+    After :meth:`setup`, :attr:`spacing` is the voxel size every crop (training, validation,
+    pseudo-labelled) is resampled to, resolved from ``data.target_spacing`` and the labelled
+    training volumes (:func:`~vesselseg.data.target_spacing.resolve_target_spacing`); None
+    when no volume has a known spacing and no target is set (nothing is resampled).
     """
 
     def __init__(
@@ -64,6 +73,8 @@ class VesselDataModule(pl.LightningDataModule):
         self.context = context
         self.train_set: RandomCropDataset | None = None
         self.val_set: FixedCropDataset | None = None
+        self.spacing: VoxelSize | None = None
+        self._spacing_resolved = False
 
     def _volumes(self, folder: str) -> list[VolumeEntry]:
         return self._prepare(discover_dataset(folder, require_masks=True))
@@ -76,6 +87,7 @@ class VesselDataModule(pl.LightningDataModule):
     def _training_volumes(self) -> tuple[list[VolumeEntry], list[float] | None]:
         """Labelled volumes, plus pseudo-labelled ones drawn ``pseudo_ratio`` of the time."""
         labelled = self._volumes(self.data_cfg.train_dir)
+        self._resolve_spacing([entry.voxel_size for entry in labelled])
         if self.pseudo_dir is None:
             return labelled, None
         from vesselseg.io.pseudo_layout import discover_pseudo
@@ -90,8 +102,28 @@ class VesselDataModule(pl.LightningDataModule):
         weights = [(1 - r) / len(labelled)] * len(labelled) + [r / len(pseudo)] * len(pseudo)
         return labelled + pseudo, weights
 
+    def _resolve_spacing(self, voxel_sizes: list[VoxelSize]) -> None:
+        if self._spacing_resolved:
+            return
+        self.spacing = resolve_target_spacing(voxel_sizes, self.data_cfg.target_spacing)
+        self._spacing_resolved = True
+        if self.spacing is None:
+            return
+        shown = " x ".join(f"{v:g}" for v in self.spacing.spacing)
+        if self.spacing.known:
+            log.info("crops resampled to %s %s (z, y, x)", shown, self.spacing.unit)
+        elif self.spacing.spacing != (1.0, 1.0, 1.0):
+            log.warning(
+                "no training volume has a known voxel size: crops are resampled to %s voxels "
+                "(z, y, x) and the model records no spacing",
+                shown,
+            )
+
     def setup(self, stage: str | None = None) -> None:
         cfg = self.data_cfg
+        if not self._spacing_resolved and stage not in (None, "fit"):  # validation only
+            samples = discover_dataset(cfg.train_dir, require_masks=True)
+            self._resolve_spacing([s.open_image().voxel_size for s in samples])
         if self.train_set is None and stage in (None, "fit"):
             volumes, weights = self._training_volumes()
             self.train_set = RandomCropDataset(
@@ -105,6 +137,8 @@ class VesselDataModule(pl.LightningDataModule):
                 weights=weights,
                 views=self.views,
                 context=self.context,
+                target_spacing=self.spacing,
+                scale_range=cfg.scale_range,
             )
         if self.val_set is None and stage in (None, "fit", "validate"):
             self.val_set = FixedCropDataset(
@@ -116,6 +150,7 @@ class VesselDataModule(pl.LightningDataModule):
                 seed=self.seed,
                 views=self.views,
                 context=self.context,
+                target_spacing=self.spacing,
             )
 
     def _loader(self, dataset: Dataset | None, shuffle: bool) -> DataLoader:

@@ -14,6 +14,14 @@ DataLoader worker reads through its own file handles. A training crop's randomne
 ``(seed, key)`` where :class:`EpochSampler` hands out keys ``epoch * len + i``: crops depend on
 neither the worker count nor the history, so a run resumed from a checkpoint at epoch ``e``
 sees exactly the crops an uninterrupted run sees.
+
+With a ``target_spacing`` (:func:`~vesselseg.data.target_spacing.resolve_target_spacing`) every
+crop is sampled at that voxel size: a volume at spacing ``s`` is read every ``target / s``
+source voxels and resampled on the fly (trilinear image, nearest label), slabs included (their
+``context`` slices are slices at the target spacing). ``scale_range`` zooms training crops
+(drawn per crop from its ``(seed, key)`` generator); validation crops are never zoomed. 90°
+rotations stay in planes of equal target spacing. Without a target (every volume's spacing
+unknown) nothing is resampled.
 """
 
 from __future__ import annotations
@@ -32,21 +40,25 @@ from torch.utils.data import Dataset
 from vesselseg.config import DataConfig, as_triple
 from vesselseg.data.annotation_index import AnnotationIndex, load_or_build_index
 from vesselseg.data.augment import augment
-from vesselseg.data.crops import CropSampler, Triple, read_crop, slab_size
+from vesselseg.data.crops import CropSampler, Triple, Where, slab_size
 from vesselseg.data.normalize import IntensityStats, load_or_compute_stats, normalize
+from vesselseg.data.target_spacing import source_step
 from vesselseg.errors import DatasetError
 from vesselseg.io.dataset import Sample, validate_training_set
+from vesselseg.io.spacing import UNKNOWN, VoxelSize
 
 log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
 class VolumeEntry:
-    """What a dataset needs to know about one volume (picklable: paths, index, stats)."""
+    """What a dataset needs to know about one volume (picklable: paths, index, stats, voxel
+    size)."""
 
     sample: Sample
     index: AnnotationIndex
     stats: IntensityStats
+    voxel_size: VoxelSize = UNKNOWN
 
 
 def prepare_volumes(
@@ -57,7 +69,8 @@ def prepare_volumes(
 ) -> list[VolumeEntry]:
     """Validate ``samples`` and load (or build and cache) their annotation index and stats.
 
-    Volumes without any annotated voxel are dropped with a warning.
+    Volumes without any annotated voxel are dropped with a warning. Each entry keeps its
+    image's voxel size.
     """
     validate_training_set(list(samples))
     entries = []
@@ -66,8 +79,9 @@ def prepare_volumes(
         if index.n_vessel + index.n_background == 0:
             log.warning("%s: no annotated voxels, volume skipped", sample.mask)
             continue
-        stats = load_or_compute_stats(sample.open_image(), percentiles, cache_dir)
-        entries.append(VolumeEntry(sample, index, stats))
+        image = sample.open_image()
+        stats = load_or_compute_stats(image, percentiles, cache_dir)
+        entries.append(VolumeEntry(sample, index, stats, image.voxel_size))
     if not entries:
         raise DatasetError(f"{samples[0].image.parent}: no annotated volume")
     return entries
@@ -89,7 +103,11 @@ class AugmentParams:
 
 
 class _CropDatasetBase(Dataset):
-    """Per-process lazy volume handles shared by the training and validation datasets."""
+    """Per-process lazy volume handles shared by the training and validation datasets.
+
+    ``target_spacing`` (None: no resampling) is the voxel size of every crop; ``scale_range``
+    the zoom augmentation (see :class:`~vesselseg.data.crops.CropSampler`).
+    """
 
     def __init__(
         self,
@@ -100,6 +118,8 @@ class _CropDatasetBase(Dataset):
         seed: int = 0,
         views: Sequence[int] | None = None,
         context: int = 1,
+        target_spacing: VoxelSize | None = None,
+        scale_range: float = 0.0,
     ) -> None:
         if not volumes:
             raise ValueError("a crop dataset needs at least one volume")
@@ -112,6 +132,8 @@ class _CropDatasetBase(Dataset):
         self.seed = seed
         self.views = tuple(views) if views else None
         self.context = context
+        self.target_spacing = target_spacing
+        self.scale_range = float(scale_range)
         if context < 1 or context % 2 == 0:
             raise ValueError(f"context must be odd and >= 1, got {context}")
         self._reset()
@@ -127,6 +149,14 @@ class _CropDatasetBase(Dataset):
     def pick_axis(self, rng: np.random.Generator) -> int | None:
         """The slicing axis of one item (None for 3D crops)."""
         return None if self.views is None else self.views[int(rng.integers(len(self.views)))]
+
+    def item_spacing(self, axis: int | None) -> tuple[float, ...] | None:
+        """The voxel size of an item's axes (the slicing axis first for slabs); None without
+        a target spacing."""
+        if self.target_spacing is None:
+            return None
+        s = self.target_spacing.spacing
+        return tuple(s) if axis is None else (s[axis], *(s[a] for a in range(3) if a != axis))
 
     def to_item(
         self, image: np.ndarray, label: np.ndarray, axis: int | None
@@ -169,6 +199,8 @@ class _CropDatasetBase(Dataset):
                 self.background_crop_fraction,
                 image_pad_value=entry.stats.lo,
                 center_axis=axis,
+                step=source_step(entry.voxel_size, self.target_spacing),
+                scale_range=self.scale_range,
             )
         return self._samplers[(volume, axis)]
 
@@ -191,9 +223,19 @@ class RandomCropDataset(_CropDatasetBase):
         weights: Sequence[float] | None = None,
         views: Sequence[int] | None = None,
         context: int = 1,
+        target_spacing: VoxelSize | None = None,
+        scale_range: float = 0.0,
     ) -> None:
         super().__init__(
-            volumes, crop_size, min_vessel_voxels, background_crop_fraction, seed, views, context
+            volumes,
+            crop_size,
+            min_vessel_voxels,
+            background_crop_fraction,
+            seed,
+            views,
+            context,
+            target_spacing,
+            scale_range,
         )
         self.samples_per_volume = samples_per_volume
         self.augmentation = augmentation
@@ -238,6 +280,7 @@ class RandomCropDataset(_CropDatasetBase):
                 a.intensity_scale,
                 a.intensity_shift,
                 a.noise_std,
+                self.item_spacing(axis),
             )
         return self._to_tensors(image, label, axis)
 
@@ -270,7 +313,9 @@ class FixedCropDataset(_CropDatasetBase):
 
     Origins are chosen like training crops (same vessel/background rule) with a generator
     seeded by ``(seed, volume)``, so validation sees the same crops in every epoch and run.
-    With ``views``, crop ``j`` of a volume is a slab along ``views[j % len(views)]``.
+    With ``views``, crop ``j`` of a volume is a slab along ``views[j % len(views)]``. Crops are
+    at ``target_spacing`` (resampled, never zoomed); ``crops`` holds ``(volume, axis, where)``
+    with ``where`` an origin, or a :class:`~vesselseg.data.resample.CropBox` when resampled.
     """
 
     def __init__(
@@ -283,11 +328,19 @@ class FixedCropDataset(_CropDatasetBase):
         seed: int = 0,
         views: Sequence[int] | None = None,
         context: int = 1,
+        target_spacing: VoxelSize | None = None,
     ) -> None:
         super().__init__(
-            volumes, crop_size, min_vessel_voxels, background_crop_fraction, seed, views, context
+            volumes,
+            crop_size,
+            min_vessel_voxels,
+            background_crop_fraction,
+            seed,
+            views,
+            context,
+            target_spacing,
         )
-        self.crops: list[tuple[int, int | None, Triple]] = []
+        self.crops: list[tuple[int, int | None, Where]] = []
         for v in range(len(self.volumes)):
             rng = np.random.default_rng([seed, v])
             for j in range(crops_per_volume):
@@ -299,11 +352,9 @@ class FixedCropDataset(_CropDatasetBase):
         return len(self.crops)
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
-        volume, axis, origin = self.crops[i]
+        volume, axis, where = self.crops[i]
         sampler = self.sampler(volume, axis)
         stats = self.volumes[volume].stats
-        size = self.region_size(axis)
-        image = read_crop(sampler.image, origin, size, stats.lo)
-        label = read_crop(sampler.mask, origin, size, 0).astype(np.uint8, copy=False)
+        image, label = sampler.read_image(where), sampler.read_label(where)
         image, label = self.to_item(normalize(image, stats.lo, stats.hi), label, axis)
         return self._to_tensors(image, label, axis)

@@ -131,8 +131,10 @@ def _read_stats(path: Path, key: dict[str, Any]) -> IntensityStats | None:
             return None
         s = data["stats"]
         return IntensityStats(
-            float(s["lo"]), float(s["hi"]), (float(s["percentiles"][0]),
-                                             float(s["percentiles"][1])), int(s["n_samples"])
+            float(s["lo"]),
+            float(s["hi"]),
+            (float(s["percentiles"][0]), float(s["percentiles"][1])),
+            int(s["n_samples"]),
         )
     except (OSError, ValueError, KeyError, TypeError, IndexError):
         return None

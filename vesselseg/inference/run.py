@@ -101,12 +101,14 @@ def torch_threads() -> int:
 
 
 def check_tiling(cfg: InferConfig, meta_model: dict[str, Any]) -> tuple[int, int, int]:
-    """The tile size, after checking it suits the network and the border."""
-    from vesselseg.inference.network import divisor
+    """The tile size, after checking it suits the network (per-axis divisors, for anisotropic
+    strides) and the border."""
+    from vesselseg.models.shapes import model_divisors
 
     tile = as_triple(cfg.tile_size)
-    div = divisor(meta_model)
-    if any(t % div for t in tile):
+    divs = model_divisors(meta_model)
+    div = divs[0] if len(set(divs)) == 1 else list(divs)
+    if any(t % d for t, d in zip(tile, divs, strict=True)):
         raise ConfigError(
             f"tile size {list(tile)}: every side must be a multiple of {div} for this "
             f"{meta_model.get('name', 'model')} of depth {meta_model.get('depth')} "

@@ -10,7 +10,13 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from vesselseg.errors import ConfigError
-from vesselseg.models.shapes import check_input_shape, group_count, size_divisor
+from vesselseg.models.shapes import (
+    check_input_shape,
+    group_count,
+    model_divisors,
+    size_divisor,
+    size_divisors,
+)
 
 if TYPE_CHECKING:
     from torch import nn
@@ -24,14 +30,17 @@ __all__ = [
     "for_volumes",
     "group_count",
     "is_slice_model",
+    "model_divisors",
     "size_divisor",
+    "size_divisors",
 ]
 
 
 def build_model(cfg: ModelConfig, in_channels: int = 1) -> nn.Module:
     """Build the network named by ``cfg.name`` with one logit channel: "vnet" or "unet" (3D),
     or "unet2d" (a :class:`~vesselseg.models.unet2d.SliceUNet` of ``cfg.context`` slices;
-    :func:`for_volumes` turns it into a whole-tile network).
+    :func:`for_volumes` turns it into a whole-tile network). ``cfg.strides`` and
+    ``cfg.kernels`` (anisotropic 3D networks) are ignored by ``unet2d``.
 
     Raises :class:`~vesselseg.errors.ConfigError` for an unknown name or a setting the chosen
     network cannot take.
@@ -45,16 +54,17 @@ def build_model(cfg: ModelConfig, in_channels: int = 1) -> nn.Module:
         "groups": cfg.groups,
         "dropout": cfg.dropout,
     }
+    per_axis = {"strides": cfg.strides, "kernels": cfg.kernels}  # the 3D networks' only
     if cfg.name == "vnet":
         from vesselseg.models.vnet import VNet
 
-        return VNet(**kwargs)
+        return VNet(**kwargs, **per_axis)
     if cfg.name in ("unet", "unet2d") and cfg.depth < 2:
         raise ConfigError(f"model.depth: {cfg.name} needs depth >= 2, got {cfg.depth}")
     if cfg.name == "unet":
         from vesselseg.models.unet3d import UNet3D
 
-        return UNet3D(**kwargs)
+        return UNet3D(**kwargs, **per_axis)
     if cfg.name == "unet2d":
         from vesselseg.models.unet2d import SliceUNet
 

@@ -11,10 +11,17 @@ Level ``i`` holds ``C_i = base_channels * 2**i`` channels, ``i in range(depth)``
 
 Unlike ``monai.networks.nets.UNet`` the last decoder layer keeps ``C_0`` channels, so no norm
 layer ever sees a single channel and the logits come from a plain linear head.
+
+Anisotropic data (``strides``/``kernels``, as ``vesselseg plan`` sets them): the stride of the
+down-sampling into level ``i`` is ``strides[i - 1]`` per axis (and the up-sampling out of it
+mirrors it), and the convolutions of level ``i`` use kernel ``kernels[i]`` per axis (the
+up-sampling into level ``i`` uses ``kernels[i + 1]``, the kernel of the level it comes from).
+Without them every stride is 2 and every kernel 3, exactly as before.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Literal
 
 import torch
@@ -41,7 +48,9 @@ class ResidualUNet(nn.Module):
     ``depth >= 2``. Every spatial side must be divisible by ``2 ** (depth - 1)`` (e.g. 8 for
     ``depth=4``); otherwise ``forward`` raises ``ValueError``. ``norm="group"`` uses GroupNorm
     with the largest group count ``<= min(groups, channels)`` that divides each layer's channels.
-    ``dropout > 0`` adds channel dropout after every norm.
+    ``dropout > 0`` adds channel dropout after every norm. ``strides`` (``depth - 1``
+    per-axis steps of 1 or 2) and ``kernels`` (``depth`` odd per-axis kernels) make it
+    anisotropic; a side must then be divisible by the product of its axis's strides.
     """
 
     def __init__(
@@ -54,6 +63,8 @@ class ResidualUNet(nn.Module):
         groups: int = 8,
         dropout: float = 0.0,
         spatial_dims: int = 3,
+        strides: Sequence[Sequence[int]] | None = None,
+        kernels: Sequence[Sequence[int]] | None = None,
     ) -> None:
         super().__init__()
         name = type(self).__name__
@@ -63,6 +74,9 @@ class ResidualUNet(nn.Module):
             raise ValueError(f"{name}: spatial_dims must be 2 or 3, got {spatial_dims}")
         self.depth = depth
         self.spatial_dims = spatial_dims
+        self.strides = _per_level(strides, depth - 1, spatial_dims, "strides", name)
+        step = self.strides or [2] * (depth - 1)  # the stride into level i is step[i - 1]
+        kernel = _per_level(kernels, depth, spatial_dims, "kernels", name) or [3] * depth
         ch = [base_channels * 2**i for i in range(depth)]
         common = {
             "spatial_dims": spatial_dims,
@@ -74,7 +88,8 @@ class ResidualUNet(nn.Module):
             ResidualUnit(
                 in_channels=in_channels if i == 0 else ch[i - 1],
                 out_channels=ch[i],
-                strides=1 if i == 0 else 2,
+                strides=1 if i == 0 else step[i - 1],
+                kernel_size=kernel[i],
                 subunits=2,
                 norm=_norm_arg(norm, ch[i], groups),
                 **common,
@@ -85,7 +100,8 @@ class ResidualUNet(nn.Module):
             Convolution(
                 in_channels=ch[i + 1],
                 out_channels=ch[i],
-                strides=2,
+                strides=step[i],
+                kernel_size=kernel[i + 1],
                 is_transposed=True,
                 norm=_norm_arg(norm, ch[i], groups),
                 **common,
@@ -96,6 +112,7 @@ class ResidualUNet(nn.Module):
             ResidualUnit(
                 in_channels=2 * ch[i],
                 out_channels=ch[i],
+                kernel_size=kernel[i],
                 subunits=2,
                 norm=_norm_arg(norm, ch[i], groups),
                 **common,
@@ -107,7 +124,7 @@ class ResidualUNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Logits ``(B, out_channels, *spatial)`` for ``x`` of shape ``(B, C, *spatial)``."""
-        check_input_shape(x.shape, self.depth, type(self).__name__, self.spatial_dims)
+        check_input_shape(x.shape, self.depth, type(self).__name__, self.spatial_dims, self.strides)
         skips = []
         for block in self.encoder:
             x = block(x)
@@ -116,6 +133,18 @@ class ResidualUNet(nn.Module):
         for up, block in zip(self.upsample, self.decoder, strict=True):
             x = block(torch.cat([up(x), skips.pop()], dim=1))
         return self.head(x)
+
+
+def _per_level(
+    values: Sequence[Sequence[int]] | None, count: int, dims: int, what: str, name: str
+) -> list[tuple[int, ...]] | None:
+    """``values`` as ``count`` per-axis tuples of ``dims`` ints (None stays None)."""
+    if values is None:
+        return None
+    levels = [tuple(int(v) for v in level) for level in values]
+    if len(levels) != count or any(len(level) != dims for level in levels):
+        raise ValueError(f"{name}: {what} must be {count} tuples of {dims} ints, got {values}")
+    return levels
 
 
 class UNet3D(ResidualUNet):
@@ -130,7 +159,18 @@ class UNet3D(ResidualUNet):
         norm: NormKind = "batch",
         groups: int = 8,
         dropout: float = 0.0,
+        strides: Sequence[Sequence[int]] | None = None,
+        kernels: Sequence[Sequence[int]] | None = None,
     ) -> None:
         super().__init__(
-            in_channels, out_channels, base_channels, depth, norm, groups, dropout, spatial_dims=3
+            in_channels,
+            out_channels,
+            base_channels,
+            depth,
+            norm,
+            groups,
+            dropout,
+            spatial_dims=3,
+            strides=strides,
+            kernels=kernels,
         )

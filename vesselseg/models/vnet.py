@@ -14,11 +14,17 @@ Layout for ``depth`` levels, level ``l`` holding ``C_l = base_channels * 2**l`` 
 
 Dropout3d (when ``dropout > 0``) sits where the paper's reference code has it: on the input of
 the down and up transitions of the two deepest levels.
+
+Anisotropic data (``strides``/``kernels``, as ``vesselseg plan`` sets them): the down and up
+transitions of level ``l`` use kernel = stride = ``strides[l - 1]`` per axis instead of 2x2x2,
+and the 5x5x5 convolutions of level ``l`` (input transition for level 0) use ``kernels[l]``.
+Without them the network is exactly the isotropic one above.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import Literal
 
 import torch
@@ -27,6 +33,7 @@ from torch import nn
 from vesselseg.models.shapes import check_input_shape, group_count
 
 NormKind = Literal["batch", "group"]
+Axes = int | tuple[int, ...]  # one size for every axis, or (z, y, x)
 
 
 def _norm(kind: NormKind, channels: int, groups: int) -> nn.Module:
@@ -46,14 +53,17 @@ def _dropout(p: float) -> nn.Module:
 
 
 class _ResidualStage(nn.Module):
-    """``n`` (5x5x5 conv + norm + PReLU) layers added to their input, then PReLU."""
+    """``n`` (5x5x5, or ``kernel``, conv + norm + PReLU) layers added to their input, then
+    PReLU."""
 
-    def __init__(self, channels: int, n_convs: int, norm: NormKind, groups: int) -> None:
+    def __init__(
+        self, channels: int, n_convs: int, norm: NormKind, groups: int, kernel: Axes = 5
+    ) -> None:
         super().__init__()
         layers: list[nn.Module] = []
         for _ in range(n_convs):
             layers += [
-                nn.Conv3d(channels, channels, 5, padding=2, bias=False),
+                nn.Conv3d(channels, channels, kernel, padding=_half(kernel), bias=False),
                 _norm(norm, channels, groups),
                 nn.PReLU(channels),
             ]
@@ -64,12 +74,19 @@ class _ResidualStage(nn.Module):
         return self.act(self.convs(x) + x)
 
 
+def _half(kernel: Axes) -> Axes:
+    """The "same" padding of an odd kernel."""
+    return kernel // 2 if isinstance(kernel, int) else tuple(k // 2 for k in kernel)
+
+
 class _InputTransition(nn.Module):
-    def __init__(self, in_channels: int, channels: int, norm: NormKind, groups: int) -> None:
+    def __init__(
+        self, in_channels: int, channels: int, norm: NormKind, groups: int, kernel: Axes = 5
+    ) -> None:
         super().__init__()
         self.channels = channels
         self.repeats = math.ceil(channels / in_channels)
-        self.conv = nn.Conv3d(in_channels, channels, 5, padding=2, bias=False)
+        self.conv = nn.Conv3d(in_channels, channels, kernel, padding=_half(kernel), bias=False)
         self.norm = _norm(norm, channels, groups)
         self.act = nn.PReLU(channels)
 
@@ -80,17 +97,24 @@ class _InputTransition(nn.Module):
 
 class _DownTransition(nn.Module):
     def __init__(
-        self, in_channels: int, n_convs: int, norm: NormKind, groups: int, dropout: float
+        self,
+        in_channels: int,
+        n_convs: int,
+        norm: NormKind,
+        groups: int,
+        dropout: float,
+        stride: Axes = 2,
+        kernel: Axes = 5,
     ) -> None:
         super().__init__()
         out = 2 * in_channels
         self.down = nn.Sequential(
-            nn.Conv3d(in_channels, out, 2, stride=2, bias=False),
+            nn.Conv3d(in_channels, out, stride, stride=stride, bias=False),
             _norm(norm, out, groups),
             nn.PReLU(out),
         )
         self.drop = _dropout(dropout)
-        self.stage = _ResidualStage(out, n_convs, norm, groups)
+        self.stage = _ResidualStage(out, n_convs, norm, groups, kernel)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.stage(self.drop(self.down(x)))
@@ -105,18 +129,30 @@ class _UpTransition(nn.Module):
         norm: NormKind,
         groups: int,
         dropout: float,
+        stride: Axes = 2,
+        kernel: Axes = 5,
     ) -> None:
         super().__init__()
         self.drop = _dropout(dropout)
         self.up = nn.Sequential(
-            nn.ConvTranspose3d(in_channels, skip_channels, 2, stride=2, bias=False),
+            nn.ConvTranspose3d(in_channels, skip_channels, stride, stride=stride, bias=False),
             _norm(norm, skip_channels, groups),
             nn.PReLU(skip_channels),
         )
-        self.stage = _ResidualStage(2 * skip_channels, n_convs, norm, groups)
+        self.stage = _ResidualStage(2 * skip_channels, n_convs, norm, groups, kernel)
 
     def forward(self, x: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
         return self.stage(torch.cat([self.up(self.drop(x)), skip], dim=1))
+
+
+def _levels(values: Sequence[Sequence[int]] | None, count: int, what: str) -> list | None:
+    """``values`` as ``count`` ``(z, y, x)`` tuples (None stays None)."""
+    if values is None:
+        return None
+    levels = [tuple(int(v) for v in level) for level in values]
+    if len(levels) != count or any(len(level) != 3 for level in levels):
+        raise ValueError(f"VNet: {what} must be {count} (z, y, x) tuples, got {values}")
+    return levels
 
 
 class VNet(nn.Module):
@@ -125,7 +161,9 @@ class VNet(nn.Module):
     Z, Y and X must each be divisible by ``2 ** (depth - 1)`` (e.g. 8 for ``depth=4``);
     otherwise ``forward`` raises ``ValueError``. ``norm="group"`` uses GroupNorm with the
     largest group count ``<= min(groups, channels)`` that divides each layer's channels.
-    ``dropout > 0`` adds Dropout3d to the two deepest levels.
+    ``dropout > 0`` adds Dropout3d to the two deepest levels. ``strides`` (``depth - 1``
+    ``(z, y, x)`` steps of 1 or 2) and ``kernels`` (``depth`` odd ``(z, y, x)`` kernels) make
+    it anisotropic; a side must then be divisible by the product of its axis's strides.
     """
 
     def __init__(
@@ -137,18 +175,29 @@ class VNet(nn.Module):
         norm: NormKind = "batch",
         groups: int = 8,
         dropout: float = 0.0,
+        strides: Sequence[Sequence[int]] | None = None,
+        kernels: Sequence[Sequence[int]] | None = None,
     ) -> None:
         super().__init__()
         if depth < 1:
             raise ValueError(f"VNet: depth must be >= 1, got {depth}")
         self.depth = depth
+        self.strides = _levels(strides, depth - 1, "strides")
+        step: list[Axes] = list(self.strides or [2] * (depth - 1))  # into level l: step[l - 1]
+        kernel: list[Axes] = list(_levels(kernels, depth, "kernels") or [5] * depth)
         ch = [base_channels * 2**level for level in range(depth)]
         deep = max(1, depth - 2)  # first level that gets dropout
 
-        self.input = _InputTransition(in_channels, ch[0], norm, groups)
+        self.input = _InputTransition(in_channels, ch[0], norm, groups, kernel[0])
         self.downs = nn.ModuleList(
             _DownTransition(
-                ch[level - 1], _n_convs(level), norm, groups, dropout if level >= deep else 0.0
+                ch[level - 1],
+                _n_convs(level),
+                norm,
+                groups,
+                dropout if level >= deep else 0.0,
+                step[level - 1],
+                kernel[level],
             )
             for level in range(1, depth)
         )
@@ -156,14 +205,18 @@ class VNet(nn.Module):
         below = ch[-1]  # channels coming up from the level below
         for level in reversed(range(depth - 1)):
             p = dropout if level + 1 >= deep else 0.0
-            ups.append(_UpTransition(below, ch[level], _n_convs(level), norm, groups, p))
+            ups.append(
+                _UpTransition(
+                    below, ch[level], _n_convs(level), norm, groups, p, step[level], kernel[level]
+                )
+            )
             below = 2 * ch[level]
         self.ups = nn.ModuleList(ups)
         self.head = nn.Conv3d(below, out_channels, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Logits ``(B, out_channels, Z, Y, X)`` for ``x`` of shape ``(B, C, Z, Y, X)``."""
-        check_input_shape(x.shape, self.depth, "VNet")
+        check_input_shape(x.shape, self.depth, "VNet", strides=self.strides)
         skips = [self.input(x)]
         for down in self.downs:
             skips.append(down(skips[-1]))

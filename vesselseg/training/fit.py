@@ -26,7 +26,7 @@ from typing import Any
 from vesselseg.config import Params, as_triple, flatten, params_to_dict
 from vesselseg.errors import ConfigError, VesselsegError
 from vesselseg.lineage import pipeline_tags
-from vesselseg.models.shapes import size_divisor
+from vesselseg.models.shapes import model_divisors
 from vesselseg.provenance import git_commit
 
 log = logging.getLogger(__name__)
@@ -48,13 +48,16 @@ def checkpoint_dir(out: Path) -> Path:
 
 
 def check_sizes(params: Params) -> None:
-    """Crop and tile sides must be multiples of the network's total down-sampling."""
-    factor = size_divisor(params.model.depth)
+    """Crop and tile sides must be multiples of the network's total down-sampling per axis
+    (:func:`~vesselseg.models.shapes.model_divisors`: the same ``2**(depth-1)`` on every axis
+    for an isotropic network)."""
+    factors = model_divisors(params.model)
     for key, size in (
         ("data.crop_size", params.data.crop_size),
         ("infer.tile_size", params.infer.tile_size),
     ):
-        if any(s % factor for s in as_triple(size)):
+        if any(s % f for s, f in zip(as_triple(size), factors, strict=True)):
+            factor = factors[0] if len(set(factors)) == 1 else list(factors)
             raise ConfigError(
                 f"{key} {as_triple(size)} must be a multiple of {factor} for "
                 f"{params.model.name} with depth {params.model.depth}"
@@ -113,6 +116,20 @@ def log_training_curves(run_id: str, out: Path, title: str, mlflow_root: Any) ->
     write_training_curves(tracking.metric_history(run_id, root=mlflow_root), path, title)
     tracking.log_artifact(run_id, path, "plots", mlflow_root)
     return path
+
+
+def trained_spacing(spacing: Any) -> dict[str, Any]:
+    """``ModelMeta``'s ``spacing``/``unit`` from the datamodule's resolved target
+    (:class:`~vesselseg.io.spacing.VoxelSize`): None for both when no training volume had a
+    known spacing (even where an explicit ``data.target_spacing`` resampled their voxels)."""
+    if spacing is None or not spacing.known:
+        return {"spacing": None, "unit": None}
+    return {"spacing": [float(v) for v in spacing.spacing], "unit": spacing.unit}
+
+
+def spacing_params(meta: Any) -> dict[str, Any]:
+    """The resolved ``data.target_spacing`` (and its unit) as logged MLflow params."""
+    return {"data.target_spacing": meta.spacing, "data.target_unit": meta.unit}
 
 
 def train_model(
@@ -194,6 +211,7 @@ def _train(
         tile_size=list(as_triple(params.infer.tile_size)),
         overlap=params.infer.overlap,
         threshold=params.infer.threshold,
+        **trained_spacing(datamodule.spacing),
     )
     net = build_model(params.model)
     if init is not None and not resume:
@@ -211,7 +229,7 @@ def _train(
         cfg.experiment, cfg.run_name or out.stem, run_id, all_tags, mlflow_root
     )
     if run_id is None:
-        logger.log_hyperparams(flatten(params))
+        logger.log_hyperparams({**flatten(params), **spacing_params(meta)})
     ckpt_dir.mkdir(parents=True, exist_ok=True)
     if logger.run_id is not None:  # only the rank that owns the MLflow run (DDP rank 0)
         run_file.write_text(json.dumps({"run_id": logger.run_id}))

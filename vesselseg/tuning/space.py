@@ -10,7 +10,7 @@ from typing import Any
 
 from vesselseg.config import Params, TuneConfig, with_values
 from vesselseg.errors import ConfigError
-from vesselseg.models.shapes import size_divisor
+from vesselseg.models.shapes import model_divisors
 
 MIN_LR_RATIO = "train.min_lr_ratio"  # a trial param that is not a params.yaml key
 
@@ -27,7 +27,7 @@ def check_search_space(params: Params) -> None:
         raise ConfigError("tune.warmup_epochs must list at least one choice")
     if cfg.plateau_factor_min > cfg.plateau_factor_max:
         raise ConfigError("tune.plateau_factor_min must be <= tune.plateau_factor_max")
-    factor = size_divisor(params.model.depth)
+    factor = max(model_divisors(params.model))  # a cubic crop: every axis's divisor (powers of 2)
     bad = [c for c in cfg.crop_sizes if c % factor]
     if bad:
         raise ConfigError(
