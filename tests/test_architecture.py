@@ -17,10 +17,10 @@ PACKAGE = Path(__file__).resolve().parents[1] / "vesselseg"
 # one. ``tracking`` is a leaf service (MLflow URIs and runs; it imports only the base layer), so
 # every stage that records a run may use it.
 LAYERS: list[set[str]] = [
-    {"errors", "progress", "provenance", "config"},
+    {"errors", "progress", "provenance", "lineage", "config"},
     {"tracking"},
     {"io"},
-    {"data", "synth", "inspect"},
+    {"data", "synth", "inspect", "plots"},
     {"models", "losses"},
     {"bundle"},
     {"training"},

@@ -160,3 +160,134 @@ def test_kaggle_labels_are_dense_truth_and_uint8_probabilities_scale(tmp_path: P
     prob = open_probabilities(tmp_path / "p.npy")
     np.testing.assert_allclose(prob[:], [[[0.0, 128 / 255, 1.0]]])
     assert prob.dtype == np.float32
+
+
+# --------------------------------------------------------------------------- no overwrites
+
+
+def test_default_outputs_are_keyed_by_data_and_model(
+    tiny_dataset: Path, tmp_path: Path, model: Path
+) -> None:
+    """Without --metrics/--plots nothing a DVC stage owns is written: ``metrics.json`` and
+    ``plots/pr.csv`` of the pipeline stay as they are."""
+    import shutil
+
+    shutil.copy(Path(__file__).resolve().parents[1] / "dvc.yaml", tmp_path / "dvc.yaml")
+    (tmp_path / "metrics.json").write_text('{"overall": {"dice": 0.87}}')
+    pred = tmp_path / "pred"
+    write_perfect_predictions(tiny_dataset / "test", pred, model)
+    args = ["evaluate", "--model", str(model), "--data-dir", str(tiny_dataset / "test")]
+    args += ["--pred-dir", str(pred), "--no-mlflow", "--set", "infer.tile_size=16"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert "wrote metrics/test.stage1.json and plots/test.stage1/" in result.output
+    assert json.loads((tmp_path / "metrics.json").read_text()) == {"overall": {"dice": 0.87}}
+    data = json.loads((tmp_path / "metrics" / "test.stage1.json").read_text())
+    assert data["overall"]["dice"] == 1.0 and data["dataset"]["digest"]
+    assert data["dataset"]["source"] == (tiny_dataset / "test").resolve().as_posix()
+    assert (tmp_path / "plots" / "test.stage1" / "pr.png").read_bytes()[:4] == b"\x89PNG"
+    assert not (tmp_path / "plots" / "pr.csv").exists()
+
+    # --metrics naming a DVC output is allowed (that is what the pipeline's stages do)
+    result = CliRunner().invoke(app, [*args, "--metrics", "metrics.json", "--plots", "plots"])
+    assert result.exit_code == 0, result.output
+    assert json.loads((tmp_path / "metrics.json").read_text())["overall"]["dice"] == 1.0
+
+
+def test_a_default_that_dvc_owns_is_refused(
+    tiny_dataset: Path, tmp_path: Path, model: Path
+) -> None:
+    (tmp_path / "dvc.yaml").write_text(
+        "stages:\n  mine:\n    cmd: vesselseg evaluate\n    metrics:\n"
+        "      - metrics/test.stage1.json:\n          cache: false\n"
+    )
+    args = ["evaluate", "--model", str(model), "--data-dir", str(tiny_dataset / "test")]
+    result = CliRunner().invoke(app, [*args, "--no-mlflow"])
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    assert "metrics/test.stage1.json is an output of a stage in dvc.yaml" in result.output
+    assert "--metrics" in result.output and not (tmp_path / "metrics").exists()
+
+
+# --------------------------------------------------------------------------- MLflow runs
+
+
+def trained_like(path: Path, run_id: str, seed: int = 0) -> Path:
+    """A tiny saved model whose training run is ``run_id``."""
+    import torch
+
+    from vesselseg.bundle import ModelMeta, save_bundle
+    from vesselseg.config import ModelConfig, params_to_dict
+    from vesselseg.models import build_model
+
+    torch.manual_seed(seed)
+    cfg = ModelConfig(base_channels=2, depth=2)
+    meta = ModelMeta(model=params_to_dict(cfg), tile_size=[16, 16, 16], info={"run_id": run_id})
+    return save_bundle(path, build_model(cfg).state_dict(), meta)
+
+
+def test_each_evaluation_is_its_own_run_under_the_training_run(
+    tiny_dataset: Path, tmp_path: Path, store: Path
+) -> None:
+    """Evaluating on the test set and then on the unlabelled volume: two child runs of the
+    training run, metrics named after their data, the training run's metrics untouched, its
+    artifacts holding both evaluations' pictures side by side."""
+    from vesselseg import tracking
+
+    train_run = tracking.start_run("vesselseg", run_name="stage2", root=store)
+    tracking.log_metrics(train_run, {"val_dice": 0.5}, root=store)
+    tracking.end_run(train_run, root=store)
+    model = trained_like(tmp_path / "models" / "stage2.pt", train_run)
+    summaries = {
+        name: evaluate_dataset(
+            tiny_dataset / name, model, tmp_path / "pred", CFG, mlflow_root=store
+        )
+        for name in ("test", "unlabelled")
+    }
+    client = tracking.client(store)
+    parent = client.get_run(train_run)
+    assert parent.data.metrics == {"val_dice": 0.5}  # no test_dice, no unlabelled_dice
+    for name, summary in summaries.items():
+        run = client.get_run(summary.run_id)
+        assert run.info.experiment_id == parent.info.experiment_id
+        assert run.info.run_name == f"stage2 on {name}"
+        assert run.data.tags["mlflow.parentRunId"] == train_run
+        assert run.data.tags["vesselseg.dataset.digest"] == summary.dataset.digest
+        assert run.data.tags["vesselseg.dataset.source"] == (tiny_dataset / name).as_posix()
+        assert run.data.metrics[f"{name}_dice"] == summary.overall["dice"]
+        assert not {k for k in run.data.metrics if not k.startswith(f"{name}_")}
+        (used,) = run.inputs.dataset_inputs
+        assert used.dataset.digest == summary.dataset.digest
+        assert [t.value for t in used.tags] == ["evaluation"]
+        folder = f"evaluation/{name}-{summary.dataset.digest[:8]}"
+        assert parent.data.tags[f"vesselseg.evaluation.{name}-{summary.dataset.digest[:8]}"]
+        names = {a.path for a in client.list_artifacts(train_run, folder)}
+        volume = next(iter(summary.per_volume))
+        assert {f"{folder}/pr.png", f"{folder}/{volume}.mip.png"} <= names
+        assert f"{folder}/{volume}.slices.png" in names
+        own = {a.path for a in client.list_artifacts(summary.run_id, "evaluation")}
+        assert {"evaluation/pr.png", "evaluation/pr.csv", f"evaluation/{name}.stage2.json"} <= own
+    assert summaries["test"].dataset.digest != summaries["unlabelled"].dataset.digest
+
+
+def test_an_ensemble_evaluation_is_a_run_tagged_with_its_members(
+    tiny_dataset: Path, tmp_path: Path, store: Path
+) -> None:
+    from vesselseg import tracking
+    from vesselseg.inference.ensemble import write_ensemble
+
+    runs = [tracking.start_run("vesselseg", run_name=n, root=store) for n in ("a", "b")]
+    members = [
+        (str(trained_like(tmp_path / "models" / f"{n}.pt", r, seed=i)), 1.0)
+        for i, (n, r) in enumerate(zip("ab", runs, strict=True))
+    ]
+    ensemble = write_ensemble(members, tmp_path / "models" / "ensemble.json")
+    summary = evaluate_dataset(
+        tiny_dataset / "test", ensemble, tmp_path / "pred", CFG, mlflow_root=store
+    )
+    run = tracking.client(store).get_run(summary.run_id)
+    assert run.info.run_name == "ensemble on test"
+    assert "mlflow.parentRunId" not in run.data.tags
+    assert run.data.tags["vesselseg.ensemble.runs"] == ",".join(runs)
+    assert "test_dice" in run.data.metrics and run.info.status == "FINISHED"
+    names = {a.path for a in tracking.client(store).list_artifacts(summary.run_id, "model")}
+    assert names == {"model/ensemble.json"}

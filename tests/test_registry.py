@@ -288,6 +288,14 @@ def test_pyfunc_predicts_like_the_checkpoint(store: Path, champion: Path) -> Non
         assert np.array_equal(kept, expected) and (store / "pyfunc_out").is_dir()
         array = model.unwrap_python_model().predict(None, np.load(vol))
         assert array.dtype == np.float32 and np.array_equal(array, expected)
+        # as documented: a 3D array and a DataFrame of paths through PyFuncModel.predict
+        through_pyfunc = model.predict(np.load(vol))
+        assert through_pyfunc.dtype == np.float32 and np.array_equal(through_pyfunc, expected)
+        import pandas as pd
+
+        frame = model.predict(pd.DataFrame({"path": [str(vol)]}))
+        assert np.array_equal(frame, expected)
+        assert model.metadata.signature.inputs is None  # no schema: every form passes through
         meta = model.metadata
         assert meta.signature.outputs.to_dict()[0]["tensor-spec"]["dtype"] == "float32"
         flavor = meta.flavors["python_function"]
@@ -379,6 +387,57 @@ def test_registry_errors_exit_2(store: Path, champion: Path) -> None:
         assert message in result.output and "Traceback" not in result.output, result.output
 
 
+def write_measured(path: Path, dice: float, data: Path, digest: str) -> Path:
+    """A metrics file as ``vesselseg evaluate`` writes it: with the data it was measured on."""
+    dataset = {"name": f"data/raw/{data.name}", "digest": digest, "source": data.as_posix()}
+    overall = {"dice": dice, "volumes": 1}
+    path.write_text(json.dumps({"overall": overall, "data": str(data), "dataset": dataset}))
+    return path
+
+
+def test_champion_is_compared_on_the_declared_test_set_only(store: Path) -> None:
+    """``register.test_dir``: a metrics file of other data is refused; the champion's metric
+    counts only when it was measured on the same data (digest)."""
+    from vesselseg import tracking
+    from vesselseg.errors import ConfigError
+    from vesselseg.registry import register_model
+
+    test, other = store / "data" / "raw" / "test", store / "data" / "raw" / "unlabelled"
+    test.mkdir(parents=True, exist_ok=True)
+    other.mkdir(parents=True, exist_ok=True)
+    a = make_bundle(store / "testset" / "a.pt", seed=1)
+    b = make_bundle(store / "testset" / "b.pt", seed=2)
+    old, new = "d1" * 16, "f" * 32
+    m = store / "testset"
+
+    def reg(model: Path, metrics: Path):
+        return register_model(model, metrics, name="testset", test_dir=test)
+
+    r1 = reg(a, write_measured(m / "1.json", 0.8, test, old))
+    assert r1.promoted and r1.metric_data == f"data/raw/test@{old}"
+    tags = tracking.client().get_model_version("testset", r1.version).tags
+    assert tags["metric_data"] == f"data/raw/test@{old}" and tags["metric_data_digest"] == old
+
+    with pytest.raises(ConfigError, match="measured on data/raw/unlabelled, not on the test set"):
+        reg(b, write_measured(m / "other.json", 0.99, other, "e" * 32))
+    r2 = reg(b, write_measured(m / "2.json", 0.7, test, old))  # same data, lower: kept
+    assert not r2.promoted and "must be higher" in r2.reason
+    # the test set changed (another DVC md5): version 1's 0.8 says nothing about it
+    r3 = reg(b, write_measured(m / "3.json", 0.6, test, new))
+    assert r3.promoted and f"version 1's dice was measured on data/raw/test@{old}" in r3.reason
+    r4 = reg(a, write_measured(m / "4.json", 0.65, test, new))  # same new data, higher: wins
+    assert r4.promoted and r4.reason == "dice 0.6500 vs champion version 3's 0.6000"
+
+    # the CLI reads register.test_dir (data/raw/test here): unlabelled metrics exit 2
+    args = ["register", "--model", str(a), "--name", "testset"]
+    result = runner.invoke(app, [*args, "--metrics", str(m / "other.json")])
+    assert result.exit_code == 2 and "not on the test set data/raw/test" in result.output
+    result = runner.invoke(
+        app, [*args, "--metrics", str(m / "other.json"), "--set", "register.test_dir=''"]
+    )
+    assert result.exit_code == 0, result.output  # '' declares no test set
+
+
 # --------------------------------------------------------------------------- real server
 
 
@@ -468,6 +527,62 @@ def test_real_tracking_server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
     finally:
         try:
             os.killpg(proc.pid, signal.SIGTERM)  # the server and its workers, by its PID
+        except ProcessLookupError:
+            pass
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=15)
+
+
+@pytest.mark.slow
+def test_mlflow_models_serve_array_and_path(store: Path, champion: Path) -> None:
+    """``mlflow models serve`` (local environment, loopback only): one request with a small
+    array, one with a path; both give the checkpoint's probabilities."""
+    from vesselseg.config import InferConfig
+    from vesselseg.inference.run import predict_path
+
+    try:
+        port = free_port()
+    except OSError as exc:
+        pytest.skip(f"cannot bind a port on 127.0.0.1: {exc}")
+    vol = store / "vol.npy"
+    predict_path(vol, champion, store / "serve_ref", InferConfig(tile_size=[16, 16, 16]),
+                 show_progress=False)  # fmt: skip
+    expected = np.load(store / "serve_ref" / "vol.model.prob.npy")
+    # the server runs ``uvicorn`` from PATH: this interpreter's environment first
+    path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
+    env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true", "PATH": path}
+    log = store / "serve.log"
+    command = [sys.executable, "-m", "mlflow", "models", "serve", "-m"]
+    command += ["models:/vesselseg@champion", "--env-manager", "local", "-w", "1"]
+    command += ["--host", "127.0.0.1", "--port", str(port)]
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(
+            command, env=env, cwd=store, stdout=out, stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )  # fmt: skip
+    try:
+        wait_healthy(f"http://127.0.0.1:{port}/ping", proc, log, timeout=120)
+
+        def invoke(payload: dict) -> np.ndarray:
+            request = urllib.request.Request(
+                f"http://127.0.0.1:{port}/invocations",
+                data=json.dumps(payload).encode(),
+                headers={"Content-Type": "application/json"},
+            )
+            with urllib.request.urlopen(request, timeout=120) as response:
+                return np.asarray(json.loads(response.read())["predictions"], np.float32)
+
+        from_array = invoke({"inputs": np.load(vol).tolist()})
+        assert from_array.shape == expected.shape
+        np.testing.assert_allclose(from_array, expected, atol=1e-5)
+        from_path = invoke({"dataframe_split": {"columns": ["path"], "data": [[str(vol)]]}})
+        assert np.array_equal(from_path, expected)
+    finally:
+        try:
+            os.killpg(proc.pid, signal.SIGTERM)  # the server and its worker, by its PID
         except ProcessLookupError:
             pass
         try:

@@ -52,6 +52,26 @@ def test_two_epochs_log_to_mlflow_and_write_checkpoints(
     assert {"overlays/epoch_000.png", "overlays/epoch_001.png"} <= artifacts
     assert run.data.tags["git_commit"]
 
+    # lineage: the training and validation folders are the run's dataset inputs
+    from vesselseg.lineage import dataset_ref
+
+    inputs = {
+        (i.dataset.name, i.dataset.digest, tuple(t.value for t in i.tags))
+        for i in run.inputs.dataset_inputs
+    }
+    train, val = dataset_ref(tiny_dataset / "train"), dataset_ref(tiny_dataset / "val")
+    assert inputs == {
+        (train.name, train.digest, ("training",)),
+        (val.name, val.digest, ("validation",)),
+    }
+    # the experiment opens on training runs in MLflow 3's UI, not its GenAI view
+    experiment = client.get_experiment(run.info.experiment_id)
+    assert experiment.tags[tracking.EXPERIMENT_KIND_TAG] == "custom_model_development"
+    # training curves: beside the model and in the run
+    curves = out.with_suffix(".curves.png")
+    assert curves.read_bytes()[:4] == b"\x89PNG"
+    assert "plots/m.curves.png" in {a.path for a in client.list_artifacts(result.run_id, "plots")}
+
 
 def test_resume_without_checkpoint_is_an_error(
     tiny_dataset: Path, tmp_path: Path, store: Path

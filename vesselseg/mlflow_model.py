@@ -18,6 +18,18 @@ array, streams it through :func:`vesselseg.inference.run.predict_path` and retur
 probabilities ``(z, y, x)`` (a list of arrays for several paths). With ``params={"save_dir":
 DIR}`` the outputs stay in DIR and the probabilities come back memory-mapped, so a volume larger
 than RAM is never loaded whole; without it they are read into memory from a temporary folder.
+
+The logged signature has no input schema (:func:`vesselseg.registry.pyfunc.model_signature`),
+so every form works through ``mlflow.pyfunc.load_model(uri).predict(...)``::
+
+    model = mlflow.pyfunc.load_model("models:/vesselseg@champion")
+    prob = model.predict(volume)                           # a 3D numpy array
+    prob = model.predict("scan.npy")                       # a path (or {"path": ...})
+    prob = model.predict(pd.DataFrame({"path": ["scan.npy"]}), params={"save_dir": "out"})
+
+and through ``mlflow models serve`` (``{"inputs": [[[...]]]}`` for an array,
+``{"dataframe_split": {"columns": ["path"], "data": [["/abs/scan.npy"]]}}`` for a path on the
+server's disk).
 """
 
 from __future__ import annotations
@@ -56,8 +68,8 @@ class VesselsegModel(mlflow.pyfunc.PythonModel):
         self.device = (context.model_config or {}).get("device", "auto")
 
     def predict(self, context: Any, model_input: pd.DataFrame, params: Any = None) -> Any:
-        """``model_input``: a DataFrame of paths through ``PyFuncModel.predict`` (the signature's
-        string column), or a path, dict, list of paths or 3D array when called directly. The
+        """``model_input``: a 3D array, a path, a list of paths, a ``{"path": ...}`` dict or a
+        DataFrame with a ``path`` column (MLflow passes it unchanged: no input schema). The
         hint is the one MLflow accepts without turning it into a second schema."""
         params = params or {}
         save_dir = params.get("save_dir")
@@ -71,12 +83,14 @@ class VesselsegModel(mlflow.pyfunc.PythonModel):
         from vesselseg.inference.run import predict_path
 
         if save_dir:
-            summary = predict_path(path, self.weights, save_dir, self.cfg, device=self.device,
-                                   show_progress=False)
+            summary = predict_path(
+                path, self.weights, save_dir, self.cfg, device=self.device, show_progress=False
+            )
             return [np.load(r.outputs.prob, mmap_mode="r") for r in summary.results]
         with tempfile.TemporaryDirectory(prefix="vesselseg-pyfunc-") as tmp:
-            summary = predict_path(path, self.weights, tmp, self.cfg, device=self.device,
-                                   show_progress=False)
+            summary = predict_path(
+                path, self.weights, tmp, self.cfg, device=self.device, show_progress=False
+            )
             return [np.load(r.outputs.prob) for r in summary.results]
 
     def _predict_array(self, array: np.ndarray) -> np.ndarray:

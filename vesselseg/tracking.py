@@ -11,6 +11,7 @@ a real tracking server instead.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 from collections.abc import Iterator
@@ -48,19 +49,41 @@ def quiet_mlflow() -> None:
         logging.getLogger(name).setLevel(logging.WARNING)
 
 
+# MLflow 3 opens an experiment in its GenAI view (traces, judges, prompts) unless it is tagged
+# as model training: this tag (the value the UI's "Machine learning" type writes) says so.
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+TRAINING_KIND = "custom_model_development"
+PARENT_RUN_TAG = "mlflow.parentRunId"  # the UI nests a run under this one
+
+
 def ensure_experiment(name: str, root: str | Path | None = None) -> str:
-    """The id of experiment ``name``, created with our artifact folder when missing."""
+    """The id of experiment ``name``, created with our artifact folder when missing, and
+    tagged as a model-training experiment (:data:`EXPERIMENT_KIND_TAG`) unless it has a kind."""
     quiet_mlflow()
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(tracking_uri=tracking_uri(root))
     found = client.get_experiment_by_name(name)
     if found is not None:
+        if EXPERIMENT_KIND_TAG not in (found.tags or {}):
+            client.set_experiment_tag(found.experiment_id, EXPERIMENT_KIND_TAG, TRAINING_KIND)
         return found.experiment_id
     location = artifact_root(root)
     if location:
         location = f"{location}/{name}"
-    return client.create_experiment(name, artifact_location=location)
+    return client.create_experiment(
+        name, artifact_location=location, tags={EXPERIMENT_KIND_TAG: TRAINING_KIND}
+    )
+
+
+def ui_url(
+    experiment_id: str, run_id: str | None = None, base: str = "http://127.0.0.1:5000"
+) -> str:
+    """The MLflow UI page of an experiment's runs (or of one run), in the "Machine learning"
+    view: MLflow 3.17's UI picks its view from ``?workflowType=`` (else the last one used)."""
+    page = f"{base}/#/experiments/{experiment_id}"
+    page += f"/runs/{run_id}" if run_id else "/runs"
+    return f"{page}?workflowType=machine_learning"
 
 
 def _global_tracking_uri() -> str | None:
@@ -194,22 +217,91 @@ def log_params(run_id: str, params: dict[str, Any], root: str | Path | None = No
         c.log_batch(run_id, params=items[start : start + 100])
 
 
+def log_datasets(
+    run_id: str, datasets: list[tuple[Any, str]], root: str | Path | None = None
+) -> None:
+    """Log ``[(dataset, context), ...]`` as the run's dataset inputs (the runs table's
+    *Dataset* column). A dataset is a :class:`vesselseg.lineage.DatasetRef` (name, digest,
+    source, profile); the context is ``training``, ``validation`` or ``evaluation``."""
+    from mlflow.entities import Dataset, DatasetInput, InputTag
+    from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
+
+    inputs = [
+        DatasetInput(
+            Dataset(
+                name=ref.name,
+                digest=ref.digest,
+                source_type="local",
+                source=json.dumps({"uri": Path(ref.source).as_uri()}),
+                profile=ref.profile(),
+            ),
+            tags=[InputTag(MLFLOW_DATASET_CONTEXT, context)],
+        )
+        for ref, context in datasets
+    ]
+    if inputs:
+        client(root).log_inputs(run_id, datasets=inputs)
+
+
+def metric_history(
+    run_id: str, keys: list[str] | None = None, root: str | Path | None = None
+) -> dict[str, list[tuple[int, float]]]:
+    """``{key: [(step, value), ...]}`` of a run's metrics (``keys``, or all), in logging
+    order."""
+    c = client(root)
+    names = keys if keys is not None else sorted(c.get_run(run_id).data.metrics)
+    history = {}
+    for key in names:
+        points = sorted(c.get_metric_history(run_id, key), key=lambda m: (m.step, m.timestamp))
+        if points:
+            history[key] = [(int(m.step), float(m.value)) for m in points]
+    return history
+
+
+def run_exists(run_id: str | None, root: str | Path | None = None) -> bool:
+    """Whether this store has the run ``run_id``."""
+    from mlflow.exceptions import MlflowException
+
+    if not run_id:
+        return False
+    try:
+        client(root).get_run(run_id)
+    except MlflowException:
+        return False
+    return True
+
+
+def start_linked_run(
+    experiment: str,
+    run_name: str,
+    tags: dict[str, str],
+    parent_run_id: str | None = None,
+    root: str | Path | None = None,
+) -> tuple[str, bool]:
+    """``(run id, linked)``: a new run (RUNNING) named ``run_name``, a child of
+    ``parent_run_id`` (in its experiment, nested under it in the UI; ``linked`` True) when this
+    store has that run, else a run of ``experiment``."""
+    c = client(root)
+    tags = dict(tags)
+    linked = run_exists(parent_run_id, root)
+    if linked:
+        experiment_id = c.get_run(str(parent_run_id)).info.experiment_id
+        tags[PARENT_RUN_TAG] = str(parent_run_id)
+    else:
+        experiment_id = ensure_experiment(experiment, root)
+    return c.create_run(experiment_id, run_name=run_name, tags=tags).info.run_id, linked
+
+
 def log_evaluation(
-    run_id: str | None,
+    run_id: str,
     metrics: dict[str, float],
     files: list[Path],
+    artifact_path: str = "evaluation",
     root: str | Path | None = None,
-    experiment: str = "vesselseg",
-) -> str:
-    """Log evaluation metrics and files to ``run_id`` when this store has it, else a new run."""
+) -> None:
+    """Log evaluation metrics (step 0) and files (under ``artifact_path``) to ``run_id``."""
     c = client(root)
-    run_id, finish = reuse_or_start_run(
-        experiment, run_id, "evaluate", {"vesselseg.stage": "evaluate"}, root
-    )
     for key, value in metrics.items():
-        c.log_metric(run_id, key, value)
+        c.log_metric(run_id, key, float(value))
     for path in files:
-        c.log_artifact(run_id, str(path), "evaluation")
-    if finish:
-        c.set_terminated(run_id)
-    return run_id
+        c.log_artifact(run_id, str(path), artifact_path)

@@ -57,7 +57,7 @@ def register(
     r = p.register
     result = register_model(
         model, metrics, r.name, r.alias, r.champion_alias, r.metric, force, tags,
-        params=p, experiment=p.train.experiment,
+        params=p, experiment=p.train.experiment, test_dir=r.test_dir or None,
     )  # fmt: skip
     for line in result.lines():
         typer.echo(line)

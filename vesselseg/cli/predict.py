@@ -220,7 +220,7 @@ def predict(
     typer.echo(summary.line())
 
 
-def evaluation_line(s: Any, plots: Path) -> str:
+def evaluation_line(s: Any) -> str:
     """One line summing up an evaluation."""
     o = s.overall
     best = (
@@ -231,7 +231,7 @@ def evaluation_line(s: Any, plots: Path) -> str:
     run = f"; MLflow run {s.run_id}" if s.run_id else ""
     return (
         f"{o['volumes']} volumes: dice {o['dice']:.4f}, clDice {cl}, surface Dice {sd}"
-        f"{best}; wrote {s.metrics_path} and {plots}/{run}"
+        f"{best}; wrote {s.metrics_path} and {s.plots_dir}/{run}"
     )
 
 
@@ -247,8 +247,12 @@ def evaluate(
     val_dir: Annotated[
         Path | None, typer.Option(help="Validation volumes for the best threshold.")
     ] = None,
-    metrics: Annotated[Path, typer.Option(help="metrics.json to write.")] = Path("metrics.json"),
-    plots: Annotated[Path, typer.Option(help="Folder for pr.csv and PNGs.")] = Path("plots"),
+    metrics: Annotated[
+        Path | None, typer.Option(help="Metrics file to write [default: metrics/DATA.MODEL.json].")
+    ] = None,
+    plots: Annotated[
+        Path | None, typer.Option(help="Folder for pr.csv and PNGs [default: plots/DATA.MODEL].")
+    ] = None,
     threshold: Annotated[float | None, typer.Option(help="Mask threshold.")] = None,
     tolerance: Annotated[float, typer.Option(help="Surface Dice tolerance in voxels.")] = 0.0,
     thresholds: Annotated[int, typer.Option(help="Thresholds in the PR curve.")] = 21,
@@ -260,8 +264,10 @@ def evaluate(
 ) -> None:
     """Dice, IoU, precision/recall, clDice, surface Dice and components against truth.
 
-    Writes metrics.json, plots/pr.csv and PNGs (TP/FP/FN projections and slices) and logs
-    them to the model's MLflow run.
+    Writes the metrics file, pr.csv, the PR curve and pictures (TP/FP/FN projections and
+    slices) and logs them to an MLflow evaluation run nested under the model's training run.
+    Without --metrics/--plots they go to metrics/DATA.MODEL.json and plots/DATA.MODEL/, so an
+    evaluation never overwrites another (nor a DVC stage's metrics.json).
 
     Example: [bold]vesselseg evaluate --model models/stage1.pt --val-dir data/raw/val[/bold]
     """
@@ -277,8 +283,9 @@ def evaluate(
     s = evaluate_dataset(
         data_dir, resolver()(str(model)), pred_dir or Path(p.infer.out_dir), p.infer, metrics,
         plots, val_dir, tolerance, thresholds, mlflow, resolve=resolver(),
+        experiment=p.train.experiment,
     )  # fmt: skip
-    typer.echo(evaluation_line(s, plots))
+    typer.echo(evaluation_line(s))
 
 
 @app.command()

@@ -268,6 +268,7 @@ class RegisterConfig:
     alias: Str = "challenger"
     champion_alias: Str = "champion"
     metric: Str = "dice"
+    test_dir: Str = "data/raw/test"  # the metric is read from metrics of this folder only
 
 
 @dataclass(config=_STRICT)

@@ -18,6 +18,7 @@ from typing import Any
 log = logging.getLogger(__name__)
 
 LOGGED_MODEL_NAME = "vesselseg"  # the pyfunc's name inside its run
+VOXEL_COUNTS = ("tp", "fp", "fn", "tn", "volumes")  # of metrics.json's overall: not scores
 REQUIREMENTS = (
     "torch",
     "numpy",
@@ -45,14 +46,18 @@ def pinned_requirements() -> list[str]:
 
 
 def model_signature() -> Any:
-    """Input: volume path(s) (one string column); output: float32 probabilities (z, y, x);
-    param ``save_dir`` keeps the outputs there (memory-mapped result)."""
+    """No input schema, so MLflow passes the input through unchanged: a 3D numpy array, a
+    volume path (string, list, ``{"path": ...}``) or a DataFrame with a ``path`` column all
+    reach :meth:`vesselseg.mlflow_model.VesselsegModel.predict` (one input schema cannot hold
+    both a tensor and a string column: MLflow would refuse the other form). Output: float32
+    probabilities (z, y, x); param ``save_dir`` keeps the outputs there (memory-mapped
+    result)."""
     import numpy as np
     from mlflow.models import ModelSignature
-    from mlflow.types.schema import ColSpec, ParamSchema, ParamSpec, Schema, TensorSpec
+    from mlflow.types.schema import ParamSchema, ParamSpec, Schema, TensorSpec
 
     return ModelSignature(
-        inputs=Schema([ColSpec("string")]),
+        inputs=None,
         outputs=Schema([TensorSpec(np.dtype("float32"), (-1, -1, -1))]),
         params=ParamSchema([ParamSpec("save_dir", "string", "")]),
     )
@@ -118,8 +123,7 @@ def log_pyfunc(
                 "data_version": tags["data_version"],
             },
         )
-        if metrics:
-            mlflow.log_metrics(
-                {f"registered_{k}": v for k, v in metrics.items()}, model_id=info.model_id
-            )
+        scores = {f"registered_{k}": v for k, v in metrics.items() if k not in VOXEL_COUNTS}
+        if scores:  # on the logged model (and so the run); the voxel counts stay version tags
+            mlflow.log_metrics(scores, model_id=info.model_id)
     return info

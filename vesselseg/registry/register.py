@@ -22,6 +22,13 @@ from vesselseg.config import RegisterConfig
 from vesselseg.errors import ConfigError, MissingPathError
 from vesselseg.provenance import data_version, dvc_data_hashes, git_commit, sha256_file
 from vesselseg.registry.lookup import version_metric
+from vesselseg.registry.measured import (
+    TRAINING_SCORE,
+    MeasuredOn,
+    check_test_set,
+    comparable,
+    measured_on,
+)
 from vesselseg.registry.promote import decide
 from vesselseg.registry.pyfunc import log_pyfunc, stage_code, stage_model
 
@@ -42,6 +49,7 @@ class RegisterResult:
     reason: str = ""
     champion_before: str | None = None
     log_seconds: float = 0.0
+    metric_data: str = ""  # the data the metric was measured on (name@digest)
 
     def lines(self) -> list[str]:
         value = "n/a" if self.metric is None else f"{self.metric:.4f}"
@@ -143,12 +151,16 @@ def register_model(
     experiment: str = "vesselseg",
     dvc_lock: str | Path = "dvc.lock",
     root: str | Path | None = None,
+    test_dir: str | Path | None = None,
 ) -> RegisterResult:
     """Log ``model_path`` as a pyfunc, register it as a new version of ``name``, give it
     ``alias`` and promote it to ``champion_alias`` when its ``metric`` beats the champion's.
 
     The metric comes from ``metrics_path`` (``vesselseg evaluate``'s metrics.json) or, without
-    it, from the bundle's ``info.best_score`` (the validation score of training). The model is
+    it, from the bundle's ``info.best_score`` (the validation score of training). A metrics
+    file measured on other data than ``test_dir`` (``register.test_dir``) is refused, and the
+    champion's metric counts only when it was measured on the same data
+    (:mod:`vesselseg.registry.measured`). The model is
     logged into its training run (``info.run_id``) when this store has it, else a new run.
     ``params`` (a :class:`~vesselseg.config.Params`) is the resolved config that travels with
     the model; its ``infer`` section is how the pyfunc predicts.
@@ -164,9 +176,12 @@ def register_model(
     numbers: dict[str, float] = {}
     score: float | None = None
     source = "no metrics"
+    measured = MeasuredOn()
     if metrics_path is not None:
         score, numbers = read_metric(metrics_path, metric)
         source = str(metrics_path)
+        measured = measured_on(metrics_path)
+        check_test_set(metrics_path, measured, test_dir)
 
     uri = tracking.tracking_uri(root)
     client = tracking.client(root)
@@ -179,7 +194,9 @@ def register_model(
         if score is None and isinstance(meta.info.get("best_score"), (int, float)):
             score = float(meta.info["best_score"])
             source = f"training best_score ({meta.info.get('monitor', 'validation')})"
+            measured = MeasuredOn(TRAINING_SCORE)
         version_tag = version_tags(weights, meta, metric, score, source, numbers, dvc_lock, tags)
+        version_tag.update(measured.tags())
         run_id, _ = tracking.reuse_or_start_run(
             experiment,
             meta.info.get("run_id"),
@@ -200,7 +217,12 @@ def register_model(
         version, champion = _new_version(client, name, champion_alias, info, run_id, version_tag)
         client.set_registered_model_alias(name, alias, version)
         before = None if champion is None else str(champion.version)
-        value_before = None if champion is None else version_metric(champion, metric)
+        value_before, note = None, ""
+        if champion is not None and comparable(champion.tags, measured):
+            value_before = version_metric(champion, metric)
+        elif champion is not None:
+            other = (champion.tags or {}).get("metric_data") or "unrecorded data"
+            note = f" (version {before}'s {metric} was measured on {other})"
         decision = decide(score, value_before, rule, before, force)
         if decision.promote:
             client.set_registered_model_alias(name, champion_alias, version)
@@ -214,9 +236,10 @@ def register_model(
         metric_source=source,
         aliases=[alias, champion_alias] if decision.promote else [alias],
         promoted=decision.promote,
-        reason=decision.reason,
+        reason=decision.reason + note,
         champion_before=before,
         log_seconds=log_seconds,
+        metric_data=measured.label(),
     )
 
 

@@ -6,8 +6,11 @@ Outputs for ``--out models/model.pt``:
   ``vesselseg predict`` loads), written atomically at the end;
 * ``models/model_ckpt/best.ckpt`` and ``last.ckpt`` — Lightning checkpoints (``--resume``
   continues from ``last.ckpt``), plus ``run.json`` with the MLflow run id;
-* an MLflow run: the resolved config as params, per-epoch metrics, overlays, the best
-  checkpoint and the saved model as artifacts.
+* ``models/model.curves.png`` — loss, validation Dice and learning rate per epoch (a DVC
+  image plot);
+* an MLflow run: the resolved config as params, per-epoch metrics, the training and
+  validation folders as dataset inputs (name, DVC md5, path), overlays, the training curves,
+  the best checkpoint and the saved model as artifacts.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from typing import Any
 
 from vesselseg.config import Params, as_triple, flatten, params_to_dict
 from vesselseg.errors import ConfigError, VesselsegError
+from vesselseg.lineage import pipeline_tags
 from vesselseg.models.shapes import model_divisors
 from vesselseg.provenance import git_commit
 
@@ -90,14 +94,28 @@ def quiet_lightning() -> None:
     warnings.filterwarnings("ignore", message=".*does not have many workers.*")
 
 
-def pipeline_tags() -> dict[str, str]:
-    """DVC data versions (``dvc.lock`` hashes of data/raw, data/pseudo) and experiment name."""
-    from vesselseg.provenance import dvc_data_hashes
+def training_datasets(params: Params, pseudo_dir: str | Path | None) -> list[tuple[Any, str]]:
+    """``[(DatasetRef, context), ...]``: the training and validation folders (and the pseudo
+    labels) as MLflow dataset inputs."""
+    from vesselseg.lineage import dataset_ref
 
-    tags = {f"dvc.{path}": md5 for path, md5 in dvc_data_hashes().items()}
-    if os.environ.get("DVC_EXP_NAME"):
-        tags["dvc.experiment"] = os.environ["DVC_EXP_NAME"]
-    return tags
+    found = [(dataset_ref(params.data.train_dir), "training")]
+    if pseudo_dir is not None:
+        found.append((dataset_ref(pseudo_dir), "training"))
+    found.append((dataset_ref(params.data.val_dir), "validation"))
+    return found
+
+
+def log_training_curves(run_id: str, out: Path, title: str, mlflow_root: Any) -> Path:
+    """``<out>.curves.png`` (loss, validation Dice, learning rate per epoch, from the run's
+    metric history), also logged to the run under ``plots/``."""
+    from vesselseg import tracking
+    from vesselseg.plots import write_training_curves
+
+    path = out.with_suffix(".curves.png")
+    write_training_curves(tracking.metric_history(run_id, root=mlflow_root), path, title)
+    tracking.log_artifact(run_id, path, "plots", mlflow_root)
+    return path
 
 
 def trained_spacing(spacing: Any) -> dict[str, Any]:
@@ -215,6 +233,7 @@ def _train(
     ckpt_dir.mkdir(parents=True, exist_ok=True)
     if logger.run_id is not None:  # only the rank that owns the MLflow run (DDP rank 0)
         run_file.write_text(json.dumps({"run_id": logger.run_id}))
+        tracking.log_datasets(logger.run_id, training_datasets(params, pseudo_dir), mlflow_root)
 
     checkpoint = pl.callbacks.ModelCheckpoint(
         dirpath=ckpt_dir,
@@ -282,6 +301,9 @@ def _train(
             (best_path, "checkpoints"),
         ):
             tracking.log_artifact(logger.run_id, path, folder, mlflow_root)
+        log_training_curves(
+            logger.run_id, out, f"{cfg.run_name or out.stem}: training", mlflow_root
+        )
     best = checkpoint.best_model_score
     return TrainResult(
         out,
