@@ -291,3 +291,45 @@ def test_an_ensemble_evaluation_is_a_run_tagged_with_its_members(
     assert "test_dice" in run.data.metrics and run.info.status == "FINISHED"
     names = {a.path for a in tracking.client(store).list_artifacts(summary.run_id, "model")}
     assert names == {"model/ensemble.json"}
+
+
+def test_surface_dice_is_measured_in_each_volumes_voxel_size(tmp_path: Path) -> None:
+    """A ball at (2, 1, 1) um predicted one z-plane (2 um) too high: at --tolerance 2 (um) the
+    surfaces agree, at 1 um they do not, and --tolerance-voxels 1 keeps the old unit-voxel
+    meaning; each volume records the spacing and unit it was measured in."""
+    from vesselseg.config import InferConfig
+    from vesselseg.evaluation.score import score_volumes, scored_samples, voxel_sizes
+    from vesselseg.io import write_volume
+    from vesselseg.io.spacing import VoxelSize
+
+    size = VoxelSize((2.0, 1.0, 1.0), "um", known=True)
+    z, y, x = np.ogrid[:16, :32, :32]
+    truth = ((2 * (z - 8.0)) ** 2 + (y - 16.0) ** 2 + (x - 16.0) ** 2 <= 100).astype(np.uint8)
+    pred = np.roll(truth, 1, axis=0).astype(np.float32)
+    write_volume(tmp_path / "data_0.npy", truth.astype(np.float32), voxel_size=size)
+    write_volume(tmp_path / "truth_0.npy", truth, voxel_size=size)
+    np.save(tmp_path / "pred.npy", pred)
+    scored = scored_samples(tmp_path)
+    probs = {scored[0][0].id: tmp_path / "pred.npy"}
+
+    def surface(tolerance: float, in_voxels: bool = False) -> dict:
+        sizes = voxel_sizes(scored, InferConfig(), in_voxels)
+        per_volume, _, _ = score_volumes(scored, probs, 0.5, tolerance, 3, tmp_path / "p", sizes)
+        return next(iter(per_volume.values()))
+
+    at_2um, at_1um, in_voxels = surface(2.0), surface(1.0), surface(1.0, in_voxels=True)
+    assert at_2um["surface_dice"] == pytest.approx(1.0)
+    assert at_1um["surface_dice"] < 0.9
+    assert in_voxels["surface_dice"] == pytest.approx(1.0)
+    assert (at_2um["spacing"], at_2um["unit"]) == ([2.0, 1.0, 1.0], "um")
+    assert (in_voxels["spacing"], in_voxels["unit"]) == ([1.0, 1.0, 1.0], None)
+    overridden = voxel_sizes(scored, InferConfig(spacing=[4.0, 1.0, 1.0]))
+    assert next(iter(overridden.values())).spacing == (4.0, 1.0, 1.0)
+
+
+def test_tolerance_options_are_exclusive(tmp_path: Path) -> None:
+    args = ["evaluate", "--model", str(tmp_path / "m.pt"), "--tolerance", "1"]
+    result = CliRunner().invoke(app, [*args, "--tolerance-voxels", "1"])
+    assert result.exit_code == 2 and "--tolerance or --tolerance-voxels" in result.output
+    result = CliRunner().invoke(app, ["evaluate", "--model", "m.pt", "--tolerance-voxels", "-1"])
+    assert result.exit_code == 2 and "--tolerance-voxels must be >= 0" in result.output

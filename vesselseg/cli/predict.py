@@ -220,6 +220,18 @@ def predict(
     typer.echo(summary.line())
 
 
+def surface_tolerance(physical: float | None, voxels: float | None) -> tuple[float, bool]:
+    """``(tolerance, in_voxels)`` from ``--tolerance`` (the volume's unit) or
+    ``--tolerance-voxels``; one-line errors for both or a negative value."""
+    if physical is not None and voxels is not None:
+        raise ConfigError("give --tolerance or --tolerance-voxels, not both")
+    in_voxels = voxels is not None
+    value, name = (voxels, "--tolerance-voxels") if in_voxels else (physical, "--tolerance")
+    if value is not None and value < 0:
+        raise ConfigError(f"{name} must be >= 0, got {value}")
+    return float(value or 0.0), in_voxels
+
+
 def evaluation_line(s: Any) -> str:
     """One line summing up an evaluation."""
     o = s.overall
@@ -254,7 +266,14 @@ def evaluate(
         Path | None, typer.Option(help="Folder for pr.csv and PNGs [default: plots/DATA.MODEL].")
     ] = None,
     threshold: Annotated[float | None, typer.Option(help="Mask threshold.")] = None,
-    tolerance: Annotated[float, typer.Option(help="Surface Dice tolerance in voxels.")] = 0.0,
+    tolerance: Annotated[
+        float | None,
+        typer.Option(help="Surface Dice tolerance in each volume's unit (um or mm) [default: 0]."),
+    ] = None,
+    tolerance_voxels: Annotated[
+        float | None,
+        typer.Option(help="Surface Dice tolerance in voxels, on unit voxels (the old meaning)."),
+    ] = None,
     thresholds: Annotated[int, typer.Option(help="Thresholds in the PR curve.")] = 21,
     mlflow: Annotated[bool, typer.Option(help="Log to MLflow.")] = True,
     spacing: SpacingOpt = None,
@@ -274,16 +293,15 @@ def evaluate(
     setup_logging()
     if thresholds < 3:
         raise ConfigError(f"--thresholds must be >= 3, got {thresholds}")
-    if tolerance < 0:
-        raise ConfigError(f"--tolerance must be >= 0, got {tolerance}")
+    tolerance_of = surface_tolerance(tolerance, tolerance_voxels)
     values = {"infer.threshold": threshold, **spacing_values(spacing, unit)}
     p = load_params(params, overrides, values)
     from vesselseg.evaluation import evaluate_dataset
 
     s = evaluate_dataset(
         data_dir, resolver()(str(model)), pred_dir or Path(p.infer.out_dir), p.infer, metrics,
-        plots, val_dir, tolerance, thresholds, mlflow, resolve=resolver(),
-        experiment=p.train.experiment,
+        plots, val_dir, tolerance_of[0], thresholds, mlflow, resolve=resolver(),
+        experiment=p.train.experiment, tolerance_in_voxels=tolerance_of[1],
     )  # fmt: skip
     typer.echo(evaluation_line(s))
 

@@ -14,6 +14,8 @@ from vesselseg.evaluation.score import (
     best_threshold,
     score_volumes,
     scored_samples,
+    units_of,
+    voxel_sizes,
     write_pr_csv,
 )
 from vesselseg.lineage import DatasetRef, dataset_ref
@@ -48,6 +50,7 @@ def evaluate_dataset(
     resolve: Resolver | None = None,
     experiment: str = "vesselseg",
     dvc_yaml: str | Path = "dvc.yaml",
+    tolerance_in_voxels: bool = False,
 ) -> EvalSummary:
     """Score every volume of ``data_dir``; write metrics, PR curve and pictures; log them.
 
@@ -55,7 +58,9 @@ def evaluate_dataset(
     ``plots/<data>.<model>/`` (:mod:`vesselseg.evaluation.outputs`; a default that a stage of
     ``dvc_yaml`` owns is refused). The MLflow run is described in
     :mod:`vesselseg.evaluation.tracked` (``experiment`` when the model has no run in the
-    store). ``resolve`` turns registry URIs among an ensemble's members into files."""
+    store). ``resolve`` turns registry URIs among an ensemble's members into files.
+    Surface Dice is measured in each volume's voxel size (``cfg.spacing`` overrides the files)
+    with ``tolerance`` in its unit, or on unit voxels with ``tolerance_in_voxels``."""
     from vesselseg.inference.run import ensure_predictions
     from vesselseg.plots import write_pr_curve
 
@@ -65,8 +70,9 @@ def evaluate_dataset(
     dataset = dataset_ref(data_dir)
     probs = ensure_predictions([s for s, _, _ in scored], model, pred_dir, cfg, resolve=resolve)
     per_volume, curves, plot_paths = score_volumes(
-        scored, probs, cfg.threshold, tolerance, n_thresholds, plots_dir
-    )
+        scored, probs, cfg.threshold, tolerance, n_thresholds, plots_dir,
+        voxel_sizes(scored, cfg, tolerance_in_voxels),
+    )  # fmt: skip
     overall = aggregate(per_volume)
     best_val = None
     if val_dir is not None:
@@ -89,6 +95,7 @@ def evaluate_dataset(
             "dataset": dataset.as_dict(),
             "threshold": cfg.threshold,
             "tolerance": tolerance,
+            "tolerance_unit": "voxel" if tolerance_in_voxels else units_of(per_volume),
         },
     )
     summary = EvalSummary(

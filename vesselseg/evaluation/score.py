@@ -20,6 +20,7 @@ from vesselseg.config import InferConfig
 from vesselseg.errors import DatasetError
 from vesselseg.inference.outputs import open_probabilities
 from vesselseg.io.dataset import Sample, discover_dataset
+from vesselseg.io.spacing import VoxelSize
 
 log = logging.getLogger(__name__)
 
@@ -90,6 +91,29 @@ def _add_sweeps(a: Any, b: Any) -> Any:
     return SweepCounts(a.thresholds, a.tp + b.tp, a.fp + b.fp, a.fn + b.fn, a.tn + b.tn)
 
 
+def voxel_sizes(
+    scored: list[tuple[Sample, Any, bool]], cfg: InferConfig, in_voxels: bool = False
+) -> dict[str, VoxelSize]:
+    """The voxel size each volume is measured in: its image's (``cfg.spacing``/``cfg.unit``
+    override the file), or unit voxels when the tolerance is given in voxels."""
+    from vesselseg.io.readers import open_volume
+    from vesselseg.io.spacing import UNKNOWN
+
+    if in_voxels:
+        return {sample.id: UNKNOWN for sample, _, _ in scored}
+    return {
+        sample.id: open_volume(sample.image, spacing=cfg.spacing, unit=cfg.unit).voxel_size
+        for sample, _, _ in scored
+    }
+
+
+def units_of(per_volume: dict[str, dict[str, Any]]) -> str:
+    """The unit the volumes were measured in: ``um``, ``mm``, ``voxel`` (unknown spacing) or
+    ``mixed``."""
+    units = {v.get("unit") or "voxel" for v in per_volume.values()}
+    return units.pop() if len(units) == 1 else "mixed"
+
+
 def score_volumes(
     scored: list[tuple[Sample, Any, bool]],
     probs: dict[str, Path],
@@ -97,8 +121,13 @@ def score_volumes(
     tolerance: float,
     n_thresholds: int,
     plots_dir: Path,
+    sizes: dict[str, VoxelSize] | None = None,
 ) -> tuple[dict[str, dict[str, Any]], list[dict[str, list[Any]]], list[Path]]:
-    """``(metrics per volume, PR sweeps, pictures written)`` of every scored sample."""
+    """``(metrics per volume, PR sweeps, pictures written)`` of every scored sample.
+
+    ``sizes`` (see :func:`voxel_sizes`) gives each volume's voxel size: surface Dice and its
+    areas are then physical, ``tolerance`` in that unit; a volume without a known size is
+    measured on unit voxels. Each volume's entry records its spacing and unit."""
     from vesselseg.evaluation.pictures import write_pictures
     from vesselseg.metrics import evaluate_pair
     from vesselseg.progress import progress_bar
@@ -110,7 +139,13 @@ def score_volumes(
     with progress_bar("evaluate", total=len(scored), unit="volumes") as advance:
         for sample, truth, sparse in scored:
             prob = open_probabilities(probs[sample.id])
-            result = evaluate_pair(prob, truth, threshold, tolerance, n_thresholds, sparse=sparse)
+            size = (sizes or {}).get(sample.id)
+            known = size is not None and size.known
+            spacing = tuple(size.spacing) if known else (1.0, 1.0, 1.0)
+            result = evaluate_pair(
+                prob, truth, threshold, tolerance, n_thresholds, spacing=spacing, sparse=sparse
+            )
+            result["spacing"], result["unit"] = list(spacing), size.unit if known else None
             curves.append(result.pop("pr_curve"))
             per_volume[sample.id] = result
             plot_paths += write_pictures(sample, prob, truth, sparse, threshold, plots_dir)
