@@ -74,12 +74,16 @@ def main() -> None:
     base = None
     for kind, label in KINDS:
         with tempfile.TemporaryDirectory() as tmp:
-            out = subprocess.run(
-                [sys.executable, "-c", CHILD, kind, str(args.size), str(args.tile), tmp],
-                check=True,
-                capture_output=True,
-                text=True,
-            ).stdout.strip().splitlines()[-1]
+            out = (
+                subprocess.run(
+                    [sys.executable, "-c", CHILD, kind, str(args.size), str(args.tile), tmp],
+                    check=True,
+                    capture_output=True,
+                    text=True,
+                )
+                .stdout.strip()
+                .splitlines()[-1]
+            )
         result = json.loads(out)
         seconds = result["seconds"]
         base = base or seconds

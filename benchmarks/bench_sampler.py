@@ -46,8 +46,9 @@ def write_image(path: Path, size: int, seed: int = 0) -> None:
     del out
 
 
-def write_mask(path: Path, size: int, vessel_fraction: float, background_fraction: float = 0.01,
-               seed: int = 0) -> None:
+def write_mask(
+    path: Path, size: int, vessel_fraction: float, background_fraction: float = 0.01, seed: int = 0
+) -> None:
     """Random PATCH x PATCH patches on slices: background (2) first, vessel (1) on top."""
     rng = np.random.default_rng(seed)
     out = np.lib.format.open_memmap(path, mode="w+", dtype=np.uint8, shape=(size,) * 3)
@@ -126,8 +127,15 @@ def main() -> None:
             index = build_annotation_index(mask)
             index_s = time.perf_counter() - t0
             touch(mask)
-            sampler = CropSampler(image, mask, index, args.crop, min_vessel_voxels=1,
-                                  background_crop_fraction=0.25, image_pad_value=stats.lo)
+            sampler = CropSampler(
+                image,
+                mask,
+                index,
+                args.crop,
+                min_vessel_voxels=1,
+                background_crop_fraction=0.25,
+                image_pad_value=stats.lo,
+            )
             rng = np.random.default_rng(0)
             for _ in range(5):  # warm-up
                 sampler.sample(rng)
@@ -140,8 +148,13 @@ def main() -> None:
             t0 = time.perf_counter()
             for _ in range(args.n):
                 crop_image, label = sampler.sample(rng)
-                augment(normalize(crop_image, stats.lo, stats.hi), label, rng,
-                        intensity_scale=0.1, intensity_shift=0.1)
+                augment(
+                    normalize(crop_image, stats.lo, stats.hi),
+                    label,
+                    rng,
+                    intensity_scale=0.1,
+                    intensity_shift=0.1,
+                )
             full_s = (time.perf_counter() - t0) / args.n
             actual = index.n_vessel / float(np.prod(mask.shape))
             rows.append((fraction, actual, index_s, sample_s, full_s, hits / args.n))
@@ -149,18 +162,24 @@ def main() -> None:
             mask_path.unlink()
         step_s = time_train_step(args.crop, args.steps)
 
-    print(f"volume {args.size}^3 (image float32 + mask uint8 memmaps, written in "
-          f"{setup_s:.1f} s incl. stats), crop {args.crop}^3, {args.n} crops per row, "
-          f"{torch.get_num_threads()} torch threads")
+    print(
+        f"volume {args.size}^3 (image float32 + mask uint8 memmaps, written in "
+        f"{setup_s:.1f} s incl. stats), crop {args.crop}^3, {args.n} crops per row, "
+        f"{torch.get_num_threads()} torch threads"
+    )
     print()
-    header = (f"{'vessel target':>13} {'vessel actual':>13} {'index build s':>13} "
-              f"{'sample ms':>9} {'crops/s':>8} {'+aug ms':>8} {'+aug crops/s':>12} "
-              f"{'annotated':>9}")
+    header = (
+        f"{'vessel target':>13} {'vessel actual':>13} {'index build s':>13} "
+        f"{'sample ms':>9} {'crops/s':>8} {'+aug ms':>8} {'+aug crops/s':>12} "
+        f"{'annotated':>9}"
+    )
     print(header)
     print("-" * len(header))
     for target, actual, index_s, sample_s, full_s, hit in rows:
-        print(f"{target:>12.2%} {actual:>13.4%} {index_s:>13.2f} {sample_s * 1e3:>9.2f} "
-              f"{1 / sample_s:>8.0f} {full_s * 1e3:>8.2f} {1 / full_s:>12.0f} {hit:>9.0%}")
+        print(
+            f"{target:>12.2%} {actual:>13.4%} {index_s:>13.2f} {sample_s * 1e3:>9.2f} "
+            f"{1 / sample_s:>8.0f} {full_s * 1e3:>8.2f} {1 / full_s:>12.0f} {hit:>9.0%}"
+        )
     print()
     worst = max(r[4] for r in rows)
     flat = worst / min(r[4] for r in rows)
@@ -169,10 +188,14 @@ def main() -> None:
     else:
         ratio = step_s / worst
         print(f"train step (batch 2, {args.crop}^3, fwd+bwd+AdamW): {step_s:.2f} s")
-        print(f"step / crop (slowest sparsity, +aug): {ratio:.0f}x  -> sampling >= 20x faster "
-              f"than a step: {'yes' if ratio >= 20 else 'NO'}")
-    print(f"crop time max/min across sparsity: {flat:.2f}  -> flat (< 1.5): "
-          f"{'yes' if flat < 1.5 else 'NO'}")
+        print(
+            f"step / crop (slowest sparsity, +aug): {ratio:.0f}x  -> sampling >= 20x faster "
+            f"than a step: {'yes' if ratio >= 20 else 'NO'}"
+        )
+    print(
+        f"crop time max/min across sparsity: {flat:.2f}  -> flat (< 1.5): "
+        f"{'yes' if flat < 1.5 else 'NO'}"
+    )
 
 
 if __name__ == "__main__":

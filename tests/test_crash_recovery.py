@@ -213,7 +213,6 @@ def test_predict_resume_after_sigkill_is_byte_identical(model_file: Path, tmp_pa
 # --------------------------------------------------------------------------- train
 
 
-
 def test_train_resume_in_process_continues_run_and_weights(
     tiny_dataset: Path, tmp_path: Path, store: Path
 ) -> None:
