@@ -123,3 +123,28 @@ def test_dvc_repro_on_tiny_params(tmp_path: Path) -> None:
     names = {r.data.tags["mlflow.runName"] for r in runs}
     assert "stage2" in names and not {"stage1", "multiview"} & names, exp.stdout[-3000:]
     assert all(r.data.tags["git_commit"] != "unknown" and r.data.tags["dvc.data/raw"] for r in runs)
+
+
+@pytest.mark.slow
+def test_committed_lock_matches_a_fresh_run_of_the_deterministic_stages(tmp_path: Path) -> None:
+    """synth and prepare are deterministic: a fresh `dvc repro prepare` of the demo params
+    gives the outputs the committed dvc.lock records, byte for byte (DVC's md5s). The model
+    stages are not compared: their weights depend on the CPU and the torch thread count."""
+    project = tmp_path / "project"
+    project.mkdir()
+    for name in ("dvc.yaml", "params.yaml", ".dvcignore", ".gitignore"):
+        shutil.copy(ROOT / name, project / name)
+    shutil.copytree(ROOT / ".dvc", project / ".dvc", ignore=shutil.ignore_patterns("tmp", "cache"))
+    bin_dir = str(Path(sys.executable).parent)
+    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "VESSELSEG_PROGRESS": "0"}
+    env.pop("VESSELSEG_CACHE_DIR", None)
+    assert run(["git", "init", "-q"], project, env).returncode == 0
+    result = run([str(Path(bin_dir) / "dvc"), "repro", "prepare"], project, env)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+
+    def outs(lock: Path) -> dict[str, str]:
+        stages = yaml.safe_load(lock.read_text())["stages"]
+        return {o["path"]: o["md5"] for s in ("synth", "prepare") for o in stages[s]["outs"]}
+
+    fresh, committed = outs(project / "dvc.lock"), outs(ROOT / "dvc.lock")
+    assert fresh == committed
