@@ -27,7 +27,7 @@ run: install
 	@echo "metrics:      $(BIN)/dvc metrics show   (metrics.json = stage 2; metrics/{stage1,multiview,ensemble}.json; plots in plots/)"
 	@echo "predictions:  predictions/test/   (evaluation predictions in predictions/eval/, predictions/compare/)"
 	@echo "models:       models/stage1.pt, models/stage2.pt (3D), models/unet2d.pt (2D), models/ensemble.json; registry: $(BIN)/vesselseg models"
-	@echo "MLflow UI:    $(BIN)/mlflow ui --backend-store-uri sqlite:///mlruns/mlflow.db"
+	@echo "MLflow UI:    $(BIN)/mlflow ui --backend-store-uri sqlite:///mlruns/mlflow.db  then  http://127.0.0.1:5000/#/experiments/1/runs?workflowType=machine_learning"
 
 test: install-dev
 	$(PY) -m pytest
