@@ -462,6 +462,19 @@ def wait_healthy(url: str, proc: subprocess.Popen, log: Path, timeout: float = 6
     pytest.fail(f"mlflow server not healthy after {timeout:.0f} s:\n{log.read_text()[-2000:]}")
 
 
+def stop_server(proc: subprocess.Popen) -> None:
+    """Stop a server started in its own process group, and its workers (SIGTERM, then KILL)."""
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    try:
+        proc.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=15)
+
+
 @pytest.mark.slow
 def test_real_tracking_server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from vesselseg.config import InferConfig
@@ -525,15 +538,7 @@ def test_real_tracking_server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
         result = runner.invoke(app, ["models"])
         assert result.exit_code == 0 and "challenger,champion" in result.output
     finally:
-        try:
-            os.killpg(proc.pid, signal.SIGTERM)  # the server and its workers, by its PID
-        except ProcessLookupError:
-            pass
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=15)
+        stop_server(proc)
 
 
 @pytest.mark.slow
@@ -581,12 +586,4 @@ def test_mlflow_models_serve_array_and_path(store: Path, champion: Path) -> None
         from_path = invoke({"dataframe_split": {"columns": ["path"], "data": [[str(vol)]]}})
         assert np.array_equal(from_path, expected)
     finally:
-        try:
-            os.killpg(proc.pid, signal.SIGTERM)  # the server and its worker, by its PID
-        except ProcessLookupError:
-            pass
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=15)
+        stop_server(proc)
