@@ -106,6 +106,10 @@ class ModelConfig:
     ``depth - 1`` down-sampling steps, ``kernels`` the odd ``[z, y, x]`` kernel of the
     convolutions of each of the ``depth`` levels. None is the isotropic network (stride 2, and
     kernel 3 for ``unet`` or 5 for ``vnet``, on every axis). ``unet2d`` ignores both.
+
+    ``oblique`` (``unet2d`` only; 3D networks ignore it) trains on slabs tilted by random 3D
+    rotations of up to ``oblique_max_deg`` degrees about the annotated voxel they hold (the
+    SenNet 1st place's rotated slice sampling); inference stays along ``views``.
     """
 
     name: Literal["vnet", "unet", "unet2d"] = "unet"
@@ -118,6 +122,8 @@ class ModelConfig:
     views: List[Literal["z", "y", "x"]] = Field(["z", "y", "x"])
     strides: List[Triple[Annotated[Int, Field(ge=1, le=2)]]] | None = None
     kernels: List[Triple[Annotated[Int, Field(ge=1, le=7)]]] | None = None
+    oblique: bool = False
+    oblique_max_deg: Float = Field(30.0, gt=0.0, le=90.0)
 
     @model_validator(mode="after")
     def _slices(self) -> ModelConfig:

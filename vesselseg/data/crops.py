@@ -23,6 +23,12 @@ import numpy as np
 
 from vesselseg.config import as_triple
 from vesselseg.data.annotation_index import BACKGROUND, VESSEL, AnnotationIndex
+from vesselseg.data.oblique import (
+    ObliqueBox,
+    oblique_box,
+    random_rotation,
+    resample_oblique,
+)
 from vesselseg.data.resample import (
     CropBox,
     box_containing,
@@ -33,7 +39,7 @@ from vesselseg.data.resample import (
 from vesselseg.errors import ShapeMismatchError
 
 Triple = tuple[int, int, int]
-Where = Triple | CropBox  # a plain crop's origin, or a resampled crop's box
+Where = Triple | CropBox | ObliqueBox  # a plain crop's origin, or a resampled crop's box
 
 
 def crop_origin_containing(
@@ -110,6 +116,17 @@ def read_box(volume: Any, box: CropBox, linear: bool, pad_value: float = 0) -> n
     return linear_resample(region, coords) if linear else nearest_resample(region, coords)
 
 
+def read_oblique(volume: Any, box: ObliqueBox, linear: bool, pad_value: float = 0) -> np.ndarray:
+    """The rotated crop ``box`` of ``volume`` (see :mod:`vesselseg.data.oblique`): only the
+    source box its samples touch, plus a margin, is read; outside the volume the source is
+    ``pad_value``."""
+    coords = box.coordinates()
+    origin, size = box.source_region(coords)
+    region = read_crop(volume, origin, size, pad_value)
+    local = coords - np.asarray(origin, dtype=np.float64).reshape(3, 1, 1, 1)
+    return resample_oblique(region, local, linear)
+
+
 class CropSampler:
     """Draw ``(image, label)`` crops of ``crop_size`` from one volume, around annotation.
 
@@ -134,6 +151,12 @@ class CropSampler:
     voxel is always one of the crop's samples, so the vessel guarantee survives resampling:
     nearest-neighbour can drop *other* thin annotations between samples, never the drawn one
     (no re-draw is needed; ``min_vessel_voxels`` is checked on the resampled label).
+
+    ``oblique_max_deg`` > 0 (slab crops only, ``model.oblique``) tilts each crop drawn around an
+    annotated voxel by a random rotation about that voxel
+    (:class:`~vesselseg.data.oblique.ObliqueBox`); ``sample_spacing`` is the crop's voxel size
+    in physical units (the target spacing; unit spacing when unknown), so the rotation acts on
+    the tissue, not on an anisotropic voxel grid.
     """
 
     def __init__(
@@ -149,6 +172,8 @@ class CropSampler:
         center_axis: int | None = None,
         step: Sequence[float] = (1.0, 1.0, 1.0),
         scale_range: float = 0.0,
+        oblique_max_deg: float = 0.0,
+        sample_spacing: Sequence[float] = (1.0, 1.0, 1.0),
     ) -> None:
         if tuple(image.shape) != tuple(mask.shape) or tuple(mask.shape) != index.shape:
             raise ShapeMismatchError(
@@ -170,6 +195,10 @@ class CropSampler:
         self.center_axis = center_axis
         self.step = (float(step[0]), float(step[1]), float(step[2]))
         self.scale_range = float(scale_range)
+        if oblique_max_deg < 0:
+            raise ValueError(f"oblique_max_deg must be >= 0, got {oblique_max_deg}")
+        self.oblique_max_deg = float(oblique_max_deg)
+        self.sample_spacing = tuple(float(v) for v in sample_spacing)
 
     @property
     def resamples(self) -> bool:
@@ -206,12 +235,16 @@ class CropSampler:
         """The image crop at ``where`` (padded with ``image_pad_value``)."""
         if isinstance(where, CropBox):
             return read_box(self.image, where, True, self.image_pad_value)
+        if isinstance(where, ObliqueBox):
+            return read_oblique(self.image, where, True, self.image_pad_value)
         return read_crop(self.image, where, self.crop_size, self.image_pad_value)
 
     def read_label(self, where: Where) -> np.ndarray:
         """The uint8 label crop at ``where`` (padded with 0, not annotated)."""
         if isinstance(where, CropBox):
             return read_box(self.mask, where, False, 0).astype(np.uint8, copy=False)
+        if isinstance(where, ObliqueBox):
+            return read_oblique(self.mask, where, False, 0).astype(np.uint8, copy=False)
         return read_crop(self.mask, where, self.crop_size, 0).astype(np.uint8, copy=False)
 
     def _vessel_crop(
@@ -233,6 +266,8 @@ class CropSampler:
     ) -> tuple[Where, np.ndarray]:
         point = self.index.random_point(label, rng)
         assert point is not None
+        if self.oblique_max_deg > 0:
+            return self._oblique_around(point, rng, step)
         if self.resamples:
             box = box_containing(
                 point, self.crop_size, step, self.index.shape, rng, self.center_axis
@@ -245,3 +280,17 @@ class CropSampler:
             centred[a] = int(point[a]) - self.crop_size[a] // 2
             origin = (centred[0], centred[1], centred[2])
         return origin, self.read_label(origin)
+
+    def _oblique_around(
+        self, point: Sequence[int], rng: np.random.Generator, step: tuple[float, float, float]
+    ) -> tuple[Where, np.ndarray]:
+        """A crop around ``point`` (which it holds, on the centre slice along
+        ``center_axis``), rotated by a random tilt about it."""
+        box = box_containing(point, self.crop_size, step, self.index.shape, rng, self.center_axis)
+        anchor = [round((float(p) - b) / f) for p, b, f in zip(point, box.start, step, strict=True)]
+        zoom = step[0] / self.step[0]
+        sample = [t * zoom for t in self.sample_spacing]
+        source = [t / s for t, s in zip(self.sample_spacing, self.step, strict=True)]
+        rotation = random_rotation(rng, self.oblique_max_deg)
+        where = oblique_box(point, anchor, self.crop_size, rotation, sample, source)
+        return where, self.read_label(where)

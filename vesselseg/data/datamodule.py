@@ -59,6 +59,7 @@ class VesselDataModule(pl.LightningDataModule):
         pseudo_ratio: float = 0.5,
         views: Sequence[int] | None = None,
         context: int = 1,
+        oblique_max_deg: float = 0.0,
     ) -> None:
         super().__init__()
         self.data_cfg = data_cfg
@@ -71,6 +72,7 @@ class VesselDataModule(pl.LightningDataModule):
         self.pseudo_ratio = pseudo_ratio
         self.views = views
         self.context = context
+        self.oblique_max_deg = oblique_max_deg
         self.train_set: RandomCropDataset | None = None
         self.val_set: FixedCropDataset | None = None
         self.spacing: VoxelSize | None = None
@@ -139,6 +141,7 @@ class VesselDataModule(pl.LightningDataModule):
                 context=self.context,
                 target_spacing=self.spacing,
                 scale_range=cfg.scale_range,
+                oblique_max_deg=self.oblique_max_deg,
             )
         if self.val_set is None and stage in (None, "fit", "validate"):
             self.val_set = FixedCropDataset(

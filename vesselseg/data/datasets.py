@@ -20,7 +20,9 @@ crop is sampled at that voxel size: a volume at spacing ``s`` is read every ``ta
 source voxels and resampled on the fly (trilinear image, nearest label), slabs included (their
 ``context`` slices are slices at the target spacing). ``scale_range`` zooms training crops
 (drawn per crop from its ``(seed, key)`` generator); validation crops are never zoomed. 90°
-rotations stay in planes of equal target spacing. Without a target (every volume's spacing
+rotations stay in planes of equal target spacing. With ``oblique_max_deg`` (``model.oblique``,
+slab items only) training slabs are tilted by random rotations (:mod:`vesselseg.data.oblique`);
+validation slabs never are. Without a target (every volume's spacing
 unknown) nothing is resampled.
 """
 
@@ -120,6 +122,7 @@ class _CropDatasetBase(Dataset):
         context: int = 1,
         target_spacing: VoxelSize | None = None,
         scale_range: float = 0.0,
+        oblique_max_deg: float = 0.0,
     ) -> None:
         if not volumes:
             raise ValueError("a crop dataset needs at least one volume")
@@ -134,6 +137,7 @@ class _CropDatasetBase(Dataset):
         self.context = context
         self.target_spacing = target_spacing
         self.scale_range = float(scale_range)
+        self.oblique_max_deg = float(oblique_max_deg) if self.views else 0.0
         if context < 1 or context % 2 == 0:
             raise ValueError(f"context must be odd and >= 1, got {context}")
         self._reset()
@@ -201,6 +205,10 @@ class _CropDatasetBase(Dataset):
                 center_axis=axis,
                 step=source_step(entry.voxel_size, self.target_spacing),
                 scale_range=self.scale_range,
+                oblique_max_deg=self.oblique_max_deg if axis is not None else 0.0,
+                sample_spacing=(
+                    (1.0, 1.0, 1.0) if self.target_spacing is None else self.target_spacing.spacing
+                ),
             )
         return self._samplers[(volume, axis)]
 
@@ -225,6 +233,7 @@ class RandomCropDataset(_CropDatasetBase):
         context: int = 1,
         target_spacing: VoxelSize | None = None,
         scale_range: float = 0.0,
+        oblique_max_deg: float = 0.0,
     ) -> None:
         super().__init__(
             volumes,
@@ -236,6 +245,7 @@ class RandomCropDataset(_CropDatasetBase):
             context,
             target_spacing,
             scale_range,
+            oblique_max_deg,
         )
         self.samples_per_volume = samples_per_volume
         self.augmentation = augmentation

@@ -194,14 +194,16 @@ def _train(
             stale.unlink(missing_ok=True)  # DDP ranks started together may race here
 
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
+    slices = is_slice_model(params.model)
     datamodule = VesselDataModule(
         params.data,
         cfg.batch_size,
         seed=cfg.seed,
         pseudo_dir=pseudo_dir,
         pseudo_ratio=params.pseudo.mix_ratio,
-        views=axis_indices(params.model.views) if is_slice_model(params.model) else None,
+        views=axis_indices(params.model.views) if slices else None,
         context=params.model.context,
+        oblique_max_deg=params.model.oblique_max_deg if slices and params.model.oblique else 0.0,
     )
     datamodule.setup("fit")  # validates the data before anything is written
 
