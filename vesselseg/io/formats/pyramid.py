@@ -68,10 +68,12 @@ def downsample(block: np.ndarray, step: Triple, method: str) -> np.ndarray:
     if any(after for _, after in pad):
         block = np.pad(block, pad, mode="edge")
     (z, y, x), (fz, fy, fx) = block.shape, step
-    view = block.reshape(z // fz, fz, y // fy, fy, x // fx, fx)
     if method == "max":
-        return view.max(axis=(1, 3, 5))
-    mean = view.mean(axis=(1, 3, 5), dtype=np.float32)
+        return block.reshape(z // fz, fz, y // fy, fy, x // fx, fx).max(axis=(1, 3, 5))
+    total = np.zeros((z // fz, y // fy, x // fx), np.float32)
+    for dz, dy, dx in np.ndindex(fz, fy, fx):  # one fixed order: the same bits for any piece
+        total += block[dz::fz, dy::fy, dx::fx]
+    mean = total / np.float32(fz * fy * fx)
     if np.issubdtype(block.dtype, np.integer):
         mean = np.rint(mean)
     return mean.astype(block.dtype)
