@@ -361,3 +361,82 @@ def test_view_opens_napari_layers_at_the_voxel_size(
         ("labels", "mask", 4), ("run", None, None),
     ]  # fmt: skip
     assert all(kw["scale"] == SPACING.spacing for kind, kw in calls if kind in ("image", "labels"))
+
+
+# --------------------------------------------------------------------------- real processes
+
+
+@pytest.mark.slow
+def test_four_cli_processes_on_one_volume_give_the_bytes_of_one(
+    tiny_model: Path, tmp_path: Path
+) -> None:
+    """Four `vesselseg predict --shard i/4` processes at once (racing to create the store)."""
+    from test_crash_recovery import finish, start_cli
+
+    data = np.random.default_rng(6).normal(100, 20, (48, 30, 26)).astype(np.float32)
+    path = write_volume(tmp_path / "v.npy", data, voxel_size=SPACING)
+    args = ["predict", str(path), "--model", str(tiny_model), "--tile-size", "16"]
+    args += ["--batch-size", "3", "--out-format", "ome-zarr", "--device", "cpu"]
+    args += ["--set", "infer.chunk_size=8"]
+    four = tmp_path / "four"
+    procs = [
+        start_cli([*args, "--out-dir", str(four), "--shard", f"{i}/4"], tmp_path / f"w{i}")
+        for i in range(4)
+    ]
+    logs = [finish(proc) for proc in procs]
+    assert sum("finalized 1" in log for log in logs) == 1, logs  # the last one, only
+    run(path, tiny_model, tmp_path / "one", cfg())  # one process (this one), same threads
+    assert tree(four) == tree(tmp_path / "one")
+    assert {p.name for p in four.iterdir()} == {"v.stage1.prob.ome.zarr", "v.stage1.mask.ome.zarr"}
+
+
+SLOW_SHARD = """
+import sys, time
+from vesselseg.config import InferConfig
+from vesselseg.inference.run import predict_path
+
+def slow(fn):
+    def wrapped(x):
+        time.sleep(0.3)
+        return fn(x)
+    return wrapped
+
+cfg = InferConfig(tile_size=16, batch_size=2, chunk_size=8, out_format="ome-zarr")
+predict_path(sys.argv[1], sys.argv[2], sys.argv[3], cfg, device="cpu", show_progress=False,
+             net_hook=slow, shard=(0, 2))
+"""
+
+
+@pytest.mark.slow
+def test_sigkilled_shard_resumed_gives_the_same_bytes(tiny_model: Path, tmp_path: Path) -> None:
+    import subprocess
+
+    from test_crash_recovery import cli_env, kill_when
+
+    data = np.random.default_rng(7).normal(0, 1, (64, 24, 24)).astype(np.float32)
+    path = write_volume(tmp_path / "v.npy", data)
+    out = tmp_path / "killed"
+    config = InferConfig(tile_size=16, batch_size=2, chunk_size=8, out_format="ome-zarr")
+    log = tmp_path / "shard.log"
+    with log.open("w") as handle:
+        proc = subprocess.Popen(
+            [sys.executable, "-c", SLOW_SHARD, str(path), str(tiny_model), str(out)],
+            env=cli_env(),
+            stdout=handle,
+            stderr=subprocess.STDOUT,
+        )
+    proc.log = log  # type: ignore[attr-defined]
+    folder = out / "v.stage1.prob.ome.zarr.blocks"
+    # blocks 0-2 done: the block left (planes 24-32) needs fewer windows than all four
+    kill_when(proc, lambda: (folder / "done-000002").is_file(), timeout=120)
+    done = sorted(p.name for p in folder.glob("done-*"))
+    assert done == ["done-000000", "done-000001", "done-000002"]  # killed inside its share
+    assert not (out / "v.stage1.prob.ome.zarr").exists()  # nothing looks finished
+
+    resumed = run(path, tiny_model, out, config, shard=(0, 2), resume=True).results[0]
+    fresh = run(path, tiny_model, tmp_path / "fresh", config, shard=(0, 2)).results[0]
+    assert 0 < resumed.tiles < fresh.tiles and resumed.blocks == (1, 8)
+    last = run(path, tiny_model, out, config, shard=(1, 2)).results[0]
+    assert last.finalized
+    run(path, tiny_model, tmp_path / "one", config)
+    assert tree(out) == tree(tmp_path / "one")
