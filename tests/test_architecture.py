@@ -20,7 +20,7 @@ LAYERS: list[set[str]] = [
     {"errors", "progress", "provenance", "lineage", "config"},
     {"tracking"},
     {"io"},
-    {"data", "synth", "inspect", "plots"},
+    {"data", "synth", "inspect", "plots", "view"},
     {"models", "losses"},
     {"bundle"},
     {"training"},

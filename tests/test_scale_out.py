@@ -77,13 +77,18 @@ def test_shards_together_equal_one_unsharded_run(
     assert outputs(tmp_path / "slurm") == shards[1]
 
 
-def test_more_shards_than_inputs_predicts_nothing(
+def test_more_shards_than_inputs_splits_volumes_into_a_shared_store(
     inputs: Path, tiny_model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """Fewer volumes than shards: z-blocks of one shared store each (tests/test_shard_volume.py),
+    which a .npy output cannot be: one line, exit 2, nothing written."""
     monkeypatch.chdir(tmp_path)
     result = predict(inputs, tiny_model, tmp_path / "out", "--shard", "3/4")
+    assert result.exit_code == 2, result.output
+    assert "--out-format zarr or ome-zarr" in result.stderr and not outputs(tmp_path / "out")
+    result = predict(inputs, tiny_model, tmp_path / "out", "--shard", "3/4", "--out-format", "zarr")
     assert result.exit_code == 0, result.output
-    assert "predicted 0 volume(s)" in result.stdout and not outputs(tmp_path / "out")
+    assert "predicted 1 of 1 z-blocks of 1 volume(s)" in result.stdout
 
 
 @pytest.mark.parametrize("text", ["3/2", "2/2", "a/b", "-1/2", "1/0", "1", "1/2/3", "", "slurm"])

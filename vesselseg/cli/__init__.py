@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import sys
 
-from vesselseg.cli import data, models, plan, predict, submit, train, tune  # noqa: F401 (register)
+from vesselseg.cli import data, models, plan, predict, submit, train, tune, view  # noqa: F401
 from vesselseg.cli.app import GuardedGroup, app
 from vesselseg.cli.common import best_threshold_from, load_params, parse_size
 

@@ -19,6 +19,7 @@ COMMAND_ORDER = (  # --help lists the commands in pipeline order
     "predict",
     "evaluate",
     "pseudo",
+    "view",
     "register",
     "ensemble",
     "models",

@@ -171,9 +171,18 @@ def predict(
         str | None,
         typer.Option(
             help="Predict only shard i/n (0-based, 0 <= i < n) of the sorted inputs, or "
-            "'slurm' for $SLURM_ARRAY_TASK_ID of $SLURM_ARRAY_TASK_COUNT."
+            "'slurm' for $SLURM_ARRAY_TASK_ID of $SLURM_ARRAY_TASK_COUNT. Fewer inputs than "
+            "shards: each volume is cut into z-blocks written to one shared store "
+            "(--out-format zarr or ome-zarr)."
         ),
     ] = None,
+    finalize: Annotated[
+        bool,
+        typer.Option(
+            help="Predict nothing: finish the shared stores of a sharded run whose z-blocks "
+            "are all done (pyramids, metadata, final names); the last shard does it itself."
+        ),
+    ] = False,
     params: ParamsOpt = DEFAULT_PARAMS,
     overrides: SetOpt = None,
 ) -> None:
@@ -189,6 +198,9 @@ def predict(
 
     Example: [bold]vesselseg predict data/raw/test --ensemble models/stage2.pt:0.5
     --ensemble models/unet2d.pt:0.5[/bold]
+
+    Example (one volume, 4 workers): [bold]vesselseg predict big.zarr -m models/stage2.pt
+    --out-format ome-zarr --shard 0/4 --resume[/bold] (and 1/4, 2/4, 3/4, anywhere)
     """
     setup_logging()
     model, source, arch = model_and_input(input_path, data_dir, model, ensemble)
@@ -215,7 +227,7 @@ def predict(
     summary = predict_path(
         source, model_path, save_dir, p.infer, file_type=file_type, shape=raw_shape, dtype=dtype,
         resume=resume, device=device, max_buffer_mib=max_buffer_mib, shard=shard_of,
-        resolve=resolver(),
+        resolve=resolver(), finalize=finalize,
     )  # fmt: skip
     typer.echo(summary.line())
 

@@ -204,6 +204,7 @@ class InferConfig:
     threshold: Float = Field(0.5, gt=0.0, lt=1.0)
     prob_dtype: Literal["float32", "float16", "uint8"] = "float32"
     out_format: Literal["npy", "zarr", "ome-zarr", "tiff", "nifti"] = "npy"
+    chunk_size: Size[Annotated[Int, Field(ge=1)]] = Field([64, 64, 64])  # zarr outputs' chunks
     naming: Literal["default", "seed"] = "default"
     out_dir: Str = "predictions"
     resample: Bool = True  # inputs at another voxel size are resampled to the model's

@@ -36,6 +36,7 @@ import numpy as np
 
 from vesselseg.io import VolumeWriter, partial_path
 from vesselseg.io.atomic import commit, write_json
+from vesselseg.io.formats.pyramid import build_pyramid
 from vesselseg.io.spacing import VoxelSize
 
 log = logging.getLogger(__name__)
@@ -52,9 +53,10 @@ EXTENSIONS = {
 MODEL_SUFFIXES = (".pt", ".pth", ".ckpt", ".json")  # .json: an ensemble file
 _SUFFIXES = ".npy .raw .tiff .tif .zarr .ome.zarr .nii .nii.gz .mha .mhd .nrrd .nhdr .jp2"
 VOLUME_SUFFIXES = tuple(sorted(_SUFFIXES.split(), key=len, reverse=True))  # X.ome.zarr: X
+PYRAMID = {"prob": "mean", "mask": "max"}  # how OME-Zarr outputs are downsampled
 GRID_SUFFIX = ".model-grid.npy"  # model-grid probabilities of a resampled run (temporary)
 OUTPUT_NAME = re.compile(
-    r"(\.(prob|pred|mask)\.(npy|tif|zarr|ome\.zarr|nii\.gz)|\.model-grid\.npy)(\.part)?$",
+    r"(\.(prob|pred|mask)\.(npy|tif|zarr|ome\.zarr|nii\.gz)(\.blocks)?|\.model-grid\.npy)(\.part)?$",
     re.IGNORECASE,
 )
 
@@ -105,6 +107,12 @@ def output_paths(
     model_stem = model.stem if model.suffix.lower() in MODEL_SUFFIXES else model.name
     base = f"{volume_stem(input_name)}.{model_stem}"
     return OutputPaths(save_dir / f"{base}.prob{ext}", save_dir / f"{base}.mask{ext}")
+
+
+def output_chunks(shape: tuple[int, int, int], chunk_size: int | list[int]) -> tuple[int, int, int]:
+    """Chunks of a zarr / OME-Zarr output of ``shape``: ``infer.chunk_size``, at most the shape."""
+    sizes = [chunk_size] * 3 if isinstance(chunk_size, int) else list(chunk_size)
+    return (min(sizes[0], shape[0]), min(sizes[1], shape[1]), min(sizes[2], shape[2]))
 
 
 def encode_prob(prob: np.ndarray, dtype: str) -> np.ndarray:
@@ -201,8 +209,10 @@ class PredictionWriter:
         n_tiles: int,
         resume: bool,
         voxel_size: VoxelSize | None = None,
+        chunks: tuple[int, int, int] | None = None,
     ) -> None:
         self.paths, self.fmt = paths, fmt
+        self.voxel_size = voxel_size
         self.prob_dtype, self.threshold = prob_dtype, threshold
         self.key, self.n_tiles = key, n_tiles
         self.resume_from = read_progress(paths, key) if resume else 0
@@ -221,6 +231,8 @@ class PredictionWriter:
             resume=again,
             keep_partial_on_error=True,
             voxel_size=voxel_size,
+            chunks=chunks,
+            pyramid=PYRAMID["prob"],
         )
         self.mask = VolumeWriter(
             paths.mask,
@@ -230,6 +242,8 @@ class PredictionWriter:
             resume=again,
             keep_partial_on_error=True,
             voxel_size=voxel_size,
+            chunks=chunks,
+            pyramid=PYRAMID["mask"],
         )
 
     def write(self, z: slice, y: slice, x: slice, values: np.ndarray) -> None:
@@ -258,8 +272,12 @@ class PredictionWriter:
     def commit(self) -> OutputPaths:
         """Rename both outputs to their final names and drop the progress file."""
         if self.prob is None or self.mask is None:
-            for final in (self.paths.mask, self.paths.prob):
+            for final, kind in ((self.paths.mask, "mask"), (self.paths.prob, "prob")):
                 if partial_path(final).exists():
+                    if self.fmt == "ome-zarr":
+                        build_pyramid(
+                            partial_path(final), PYRAMID[kind], self.voxel_size, final.name
+                        )
                     commit(partial_path(final), final)
         else:
             self.mask.commit()

@@ -38,13 +38,14 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import torch
 
+from vesselseg.inference.blocks import batch_starts, strip_keys_of
 from vesselseg.inference.plan import (
     DEFAULT_MAX_BUFFER_BYTES,
     CellKey,
@@ -128,8 +129,15 @@ class Blender:
     weight sum, writes it to the sink and frees it.
     """
 
-    def __init__(self, plan: Plan, weights: WindowWeights, resume_from: int = 0) -> None:
+    def __init__(
+        self,
+        plan: Plan,
+        weights: WindowWeights,
+        resume_from: int = 0,
+        cells: set[CellKey] | None = None,
+    ) -> None:
         self.plan, self.weights, self.resume_from = plan, weights, resume_from
+        self.cells = cells  # only these cells are kept (None: all), see :meth:`run`
         self.live: dict[CellKey, np.ndarray] = {}
         self.bytes = 0
         self.peak_bytes = 0
@@ -147,6 +155,8 @@ class Blender:
             for b in plan.y_cells_of_strip[region][tile.jy]:
                 key = (region, a, b)
                 if plan.cells[key].last < self.resume_from:  # written before the restart
+                    continue
+                if self.cells is not None and key not in self.cells:  # another block's
                     continue
                 if key not in self.live:
                     self.live[key] = np.zeros(plan.cell_shape(key), np.float32)
@@ -235,28 +245,42 @@ class StreamingPredictor:
         for b in range(first, len(tiles), self.batch_size):
             yield tiles[b : b + self.batch_size]
 
+    def batches_for(self, cells: set[CellKey]) -> list[list[Tile]]:
+        """The batches (of a whole run) holding a window that adds to one of ``cells``."""
+        tiles, size = self.plan.tiles, self.batch_size
+        return [tiles[b : b + size] for b in batch_starts(self.plan, cells, size)]
+
     def run(
         self,
         volume: Any,
         sink: Sink,
         resume_from: int = 0,
         on_tiles: Callable[[int], None] | None = None,
+        cells: set[CellKey] | None = None,
     ) -> RunStats:
         """Predict ``volume`` (``(Z, Y, X)``, lazily sliced) into ``sink``.
 
         ``resume_from`` is the ``next_tile`` of the sink's last checkpoint (0: from scratch).
         ``on_tiles(n)`` is called after every batch with the number of new windows.
+        ``cells`` (e.g. the cells of some z-blocks, :mod:`~vesselseg.inference.blocks`) limits
+        the run to those cells: only the batches holding a window that adds to one of them are
+        run, and only they are written, each exactly as a whole run writes it.
         """
         if tuple(volume.shape) != self.grid.shape:
             raise ValueError(f"volume shape {tuple(volume.shape)} != grid shape {self.grid.shape}")
         stats = RunStats(resumed_from=resume_from)
         start = self.plan.restart_tile(resume_from) if resume_from else 0
         start_time = time.perf_counter()
-        blender = Blender(self.plan, self.weights, resume_from)
+        blender = Blender(self.plan, self.weights, resume_from, cells)
+        batches: Iterable[list[Tile]] = self.batches(start)
+        keys = self.plan.strip_keys((start // self.batch_size) * self.batch_size)
+        if cells is not None:  # some blocks only: the batches their windows are in
+            batches = self.batches_for(cells)
+            keys = strip_keys_of(self.plan, [t for batch in batches for t in batch])
         reader = StripReader(
             volume,
             self.plan,
-            self.plan.strip_keys((start // self.batch_size) * self.batch_size),
+            keys,
             self.preprocess,
             depth=self.prefetch,
             release=self.release_input,
@@ -264,7 +288,7 @@ class StreamingPredictor:
         windows = _Windows(self.plan, reader, stats)
         try:
             with torch.inference_mode():
-                for batch in self.batches(start):
+                for batch in batches:
                     values = self._forward(windows.batch(batch), stats)
                     self._blend(batch, values, blender, sink)
                     if on_tiles is not None:

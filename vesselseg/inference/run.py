@@ -15,6 +15,7 @@ from pathlib import Path
 
 from vesselseg.bundle import Resolver
 from vesselseg.config import InferConfig
+from vesselseg.inference.block_run import block_shares, finalize_volume, predict_blocks
 from vesselseg.inference.inputs import find_inputs, select_shard
 from vesselseg.inference.options import (
     MIB,
@@ -62,6 +63,7 @@ class PredictSummary:
     seconds: float = 0.0
     device: str = "cpu"
     save_dir: Path = Path(".")
+    finalize_only: bool = False
 
     @property
     def voxels(self) -> int:
@@ -79,8 +81,16 @@ class PredictSummary:
         done = [r for r in self.results if not r.skipped]
         skipped = len(self.results) - len(done)
         extra = f", {skipped} already complete" if skipped else ""
+        finalized = sum(r.finalized for r in self.results)
+        if self.finalize_only:
+            return f"finalized {finalized} volume(s){extra} in {self.save_dir}"
+        what = f"{len(done)} volume(s)"
+        blocks = [r.blocks for r in done if r.blocks is not None]
+        if blocks:
+            what = f"{sum(b[0] for b in blocks)} of {sum(b[1] for b in blocks)} z-blocks of {what}"
+            extra += f", finalized {finalized}" if finalized else ", none finalized yet"
         return (
-            f"predicted {len(done)} volume(s){extra} into {self.save_dir} on {self.device}: "
+            f"predicted {what}{extra} into {self.save_dir} on {self.device}: "
             f"{self.voxels / 1e6:,.1f} Mvoxels in {self.seconds:.1f} s "
             f"({self.voxels_per_second / 1e6:,.2f} Mvoxels/s), peak memory "
             f"{self.peak_rss_mib:,.0f} MiB"
@@ -127,11 +137,15 @@ def predict_path(
     net_hook: NetHook | None = None,
     shard: tuple[int, int] | None = None,
     resolve: Resolver | None = None,
+    finalize: bool = False,
 ) -> PredictSummary:
     """Predict every volume under ``input_path`` with ``model``; outputs go to ``save_dir``
     (default ``cfg.out_dir``). ``net_hook(predict_fn) -> predict_fn`` may wrap the network
     (tests, benchmarks). ``shard=(i, n)`` predicts only the inputs at positions ``p`` with
-    ``p % n == i`` of the sorted input list (see :func:`select_shard`). ``resolve`` turns
+    ``p % n == i`` of the sorted input list (see :func:`select_shard`); with fewer inputs than
+    shards, every input is cut into z-blocks and shard ``i`` predicts its share of them into
+    each volume's shared store (:mod:`~vesselseg.inference.block_run`). ``finalize`` predicts
+    nothing: it finishes the shared stores whose blocks are all done. ``resolve`` turns
     registry URIs (ensemble members) into files (the CLI passes ``registry.resolve_model``).
 
     The public entry point keeps its flat keyword arguments; they are grouped into
@@ -146,14 +160,28 @@ def predict_path(
         show_progress=show_progress,
     )
     all_inputs = find_inputs(Path(input_path), file_type)
-    inputs = select_shard(all_inputs, shard)
-    if shard is not None:
-        log.info("shard %d/%d: %d of %d input(s)", shard[0], shard[1], len(inputs), len(all_inputs))
+    start = time.perf_counter()
+    if finalize:
+        summary = PredictSummary(save_dir=opts.save_dir, finalize_only=True)
+        for name, path in all_inputs:
+            summary.results.append(finalize_volume(name, path, Path(str(model)), opts))
+        summary.seconds = time.perf_counter() - start
+        return summary
+    if shard is not None and len(all_inputs) < shard[1]:
+        shares = block_shares(all_inputs, shard, opts)
+        log.info("shard %d/%d: z-blocks of %d volume(s)", shard[0], shard[1], len(shares))
+    else:
+        inputs = select_shard(all_inputs, shard)
+        shares = [(name, path, None) for name, path in inputs]
+        if shard is not None:
+            log.info("shard %d/%d: %d of %d input(s)", *shard, len(inputs), len(all_inputs))
     prepared = prepare_model(model, cfg, device, resolve, net_hook)
     summary = PredictSummary(device=prepared.device, save_dir=opts.save_dir)
-    start = time.perf_counter()
-    for name, path in inputs:
-        summary.results.append(predict_volume(name, path, prepared, opts))
+    for name, path, blocks in shares:
+        if blocks is None:
+            summary.results.append(predict_volume(name, path, prepared, opts))
+        else:
+            summary.results.append(predict_blocks(name, path, prepared, opts, blocks))
     summary.seconds = time.perf_counter() - start
     return summary
 

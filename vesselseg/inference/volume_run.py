@@ -32,7 +32,13 @@ from vesselseg.inference.options import (
     fingerprint_of,
     torch_threads,
 )
-from vesselseg.inference.outputs import OutputPaths, PredictionWriter, output_paths, release_pages
+from vesselseg.inference.outputs import (
+    OutputPaths,
+    PredictionWriter,
+    output_chunks,
+    output_paths,
+    release_pages,
+)
 from vesselseg.inference.predictor import RunStats, StreamingPredictor
 from vesselseg.inference.resample import ResampledVolume
 from vesselseg.inference.tiling import make_grid
@@ -60,9 +66,14 @@ class VolumeResult:
     resample_seconds: float = 0.0  # interpolating, both ways (part of ``seconds``)
     write_back_seconds: float = 0.0  # pass 2: model grid -> input grid outputs (ditto)
     resample_peak_bytes: int = 0  # largest working set of one resampling read
+    blocks: tuple[int, int] | None = None  # sharded: (z-blocks predicted here, of the volume's)
+    block_voxels: int | None = None  # sharded: the voxels of those blocks
+    finalized: bool = False  # sharded: this process wrote the final outputs
 
     @property
     def voxels(self) -> int:
+        if self.block_voxels is not None:
+            return self.block_voxels
         return int(np.prod(self.shape))
 
 
@@ -98,6 +109,7 @@ def predict_volume(
         writer = PredictionWriter(
             paths, vshape, cfg.out_format, cfg.prob_dtype, cfg.threshold, key,
             predictor.plan.n_tiles, opts.resume, voxel_size=volume.voxel_size,
+            chunks=output_chunks(vshape, cfg.chunk_size),
         )  # fmt: skip
         _predict_into(predictor, volume, writer, result, name, opts)
         writer.commit()
@@ -170,7 +182,7 @@ def _predict_resampled(
     _predict_into(predictor, view, store, result, name, opts)
     writer = PredictionWriter(
         paths, shape, cfg.out_format, cfg.prob_dtype, cfg.threshold, key, n_tiles, False,
-        voxel_size=voxel_size,
+        voxel_size=voxel_size, chunks=output_chunks(shape, cfg.chunk_size),
     )  # fmt: skip
     planes = -(-predictor.grid.tile[0] * shape[0] // scale.grid[0])  # a tile's depth, input grid
     budget = min(opts.max_buffer_bytes, SLAB_BYTES)

@@ -107,3 +107,52 @@ def write_json(
 ) -> Path:
     """Write ``data`` as JSON (newline-terminated) to ``path`` atomically; returns ``path``."""
     return write_text(path, json.dumps(data, indent=indent, sort_keys=sort_keys) + "\n", sync)
+
+
+def publish_once(path: str | Path, data: bytes) -> bool:
+    """Create ``path`` holding ``data`` unless it exists, atomically, among any number of
+    processes (also on other machines sharing the file system): True for the one call that
+    created it. The data is written to a unique temporary file and hard-linked to ``path``
+    (the link fails if ``path`` exists), so ``path`` is never seen half-written; on a file
+    system without hard links, ``O_EXCL`` creation is used instead."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        try:
+            os.link(name, path)
+            return True
+        except FileExistsError:
+            return False
+        except OSError:  # no hard links here: exclusive creation, then the data
+            pass
+    finally:
+        with contextlib.suppress(OSError):
+            os.unlink(name)
+    try:
+        fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+    except FileExistsError:
+        return False
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(data)
+    return True
+
+
+def commit_folder_once(tmp: str | Path, final: str | Path) -> bool:
+    """Rename the complete folder ``tmp`` to ``final`` unless ``final`` already exists with
+    content (another process got there first: ``tmp`` is removed); True if renamed."""
+    import errno
+    import shutil
+
+    try:
+        os.rename(tmp, final)
+        return True
+    except OSError as exc:
+        if exc.errno not in (errno.EEXIST, errno.ENOTEMPTY):
+            raise
+        shutil.rmtree(tmp, ignore_errors=True)
+        return False

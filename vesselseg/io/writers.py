@@ -87,7 +87,9 @@ class VolumeWriter:
 
     Use as a context manager: a clean exit commits, an exception removes the partial output
     (unless ``keep_partial_on_error``, which resumable writers set). ``voxel_size`` is recorded
-    in the output where the format has a place for it (see the module doc).
+    in the output where the format has a place for it (see the module doc). An OME-Zarr output
+    with ``pyramid="mean"`` or ``"max"`` gets a multiscale pyramid when committed
+    (:mod:`~vesselseg.io.formats.pyramid`).
     """
 
     def __init__(
@@ -100,8 +102,10 @@ class VolumeWriter:
         resume: bool = False,
         keep_partial_on_error: bool = False,
         voxel_size: VoxelSize | None = None,
+        pyramid: str | None = None,
     ) -> None:
         self.path = Path(path)
+        self.pyramid = pyramid  # OME-Zarr: build levels 1.. by "mean" or "max" on commit
         self.fmt = fmt or format_from_suffix(self.path)
         if self.fmt not in WRITE_FORMATS:
             raise VolumeFormatError(f"{self.path}: unknown output format {self.fmt!r}")
@@ -172,20 +176,12 @@ class VolumeWriter:
         if self.fmt == "zarr":
             if self.resumed:
                 return zarr.open_array(str(self.tmp), mode="r+")
-            array = zarr.open_array(
-                str(self.tmp), mode="w", shape=self.shape, dtype=self.dtype, chunks=chunks
-            )
-            if self.voxel_size is not None:
-                array.attrs.update(self.voxel_size.as_json())
-            return array
-        from vesselseg.io.formats.zarr_store import ngff_attributes
-
-        if self.resumed:
+        elif self.resumed:
             return zarr.open_group(str(self.tmp), mode="r+")["0"]
-        group = zarr.open_group(str(self.tmp), mode="w")
-        group.attrs.update(ngff_attributes(self.path.name, self.voxel_size))
-        return group.create_array(
-            "0", shape=self.shape, dtype=self.dtype, chunks=chunks, dimension_names=["z", "y", "x"]
+        from vesselseg.io.formats.zarr_store import create_zarr
+
+        return create_zarr(
+            self.tmp, self.shape, self.dtype, chunks, self.fmt, self.path.name, self.voxel_size
         )
 
     def __setitem__(self, key: Any, value: np.ndarray) -> None:
@@ -206,9 +202,14 @@ class VolumeWriter:
                 raise VesselsegError(f"{self.path}: write failed ({exc.strerror or exc})") from None
 
     def commit(self) -> Path:
-        """Flush, close and rename the partial output to its final name (with its sidecar)."""
+        """Flush, close and rename the partial output to its final name (with its sidecar);
+        an OME-Zarr image with a ``pyramid`` method gets its levels first."""
         self.flush()
         self._array = None
+        if self.fmt == "ome-zarr" and self.pyramid:
+            from vesselseg.io.formats.pyramid import build_pyramid
+
+            build_pyramid(self.tmp, self.pyramid, self.voxel_size, self.path.name)
         self._write_sidecar()
         if self.fmt == "nifti" and self.path.name.lower().endswith(".gz"):
             from vesselseg.io.formats.nifti import gzip_file

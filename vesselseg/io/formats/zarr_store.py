@@ -8,8 +8,9 @@
   size is its ``scale`` transform (times a multiscale-wide one, if any), the unit the spatial
   axes' ``unit``. Leading non-spatial axes (``t``, ``c``) must have size 1.
 
-The NGFF metadata is read and written per the specification with plain JSON: ome-zarr-py pulls
-in dask and fsspec/s3, and ome-zarr-models pins an older pydantic than MLflow's.
+The NGFF metadata is read per the specification with plain JSON (any 0.4 or 0.5 writer's files
+read); it is written through ome-zarr-models (:mod:`~vesselseg.io.formats.pyramid`), whose
+pydantic models build and validate it (ome-zarr-py pulls in dask and fsspec/s3).
 """
 
 from __future__ import annotations
@@ -21,9 +22,6 @@ import numpy as np
 
 from vesselseg.errors import VolumeFormatError
 from vesselseg.io.spacing import FileSpacing, VoxelSize, from_file
-
-NGFF_VERSION = "0.5"
-NGFF_UNITS = {"um": "micrometer", "mm": "millimeter"}
 
 
 class LeadingAxesDropped:
@@ -106,13 +104,49 @@ def _open_ngff(path: Path, group: Any, multiscale: dict[str, Any]) -> tuple[Any,
     return (LeadingAxesDropped(array, lead) if lead else array), voxel_size, "ome-zarr"
 
 
-def ngff_attributes(name: str, voxel_size: VoxelSize | None) -> dict[str, Any]:
-    """NGFF 0.5 group attributes of a single-level ``(z, y, x)`` image at path ``"0"``."""
-    spacing = list(voxel_size.spacing) if voxel_size and voxel_size.known else [1.0, 1.0, 1.0]
-    axes: list[dict[str, str]] = [{"name": n, "type": "space"} for n in "zyx"]
-    if voxel_size is not None and voxel_size.known:
-        for axis in axes:
-            axis["unit"] = NGFF_UNITS[voxel_size.unit]
-    dataset = {"path": "0", "coordinateTransformations": [{"type": "scale", "scale": spacing}]}
-    multiscale = {"name": name, "axes": axes, "datasets": [dataset]}
-    return {"ome": {"version": NGFF_VERSION, "multiscales": [multiscale]}}
+def create_zarr(
+    path: Path,
+    shape: tuple[int, ...],
+    dtype: Any,
+    chunks: tuple[int, ...],
+    fmt: str,
+    name: str,
+    voxel_size: VoxelSize | None,
+) -> Any:
+    """A new, empty zarr array (``fmt="zarr"``; the voxel size in its attributes) or OME-Zarr
+    image (``"ome-zarr"``: a group with level ``0`` and NGFF 0.5 metadata) at ``path``; returns
+    the ``(z, y, x)`` array to write. The same arguments give the same files, byte for byte."""
+    import zarr
+
+    if fmt == "zarr":
+        array = zarr.open_array(str(path), mode="w", shape=shape, dtype=dtype, chunks=chunks)
+        if voxel_size is not None and voxel_size.known:
+            array.attrs.update(voxel_size.as_json())
+        return array
+    from vesselseg.io.formats.pyramid import multiscale_attributes
+
+    group = zarr.open_group(str(path), mode="w")
+    array = group.create_array(
+        "0", shape=shape, dtype=dtype, chunks=chunks, dimension_names=["z", "y", "x"]
+    )
+    group.attrs.update(multiscale_attributes(name, [array], voxel_size))
+    return array
+
+
+def ngff_levels(path: Path) -> list[Any]:
+    """Every level of an OME-Zarr image (level 0 first, leading size-1 axes dropped); a plain
+    zarr array is its only level."""
+    import zarr
+
+    node = zarr.open(str(path), mode="r")
+    if isinstance(node, zarr.Array):
+        return [node]
+    multiscale = multiscale_of(dict(node.attrs))
+    if multiscale is None:
+        raise VolumeFormatError(f"{path}: not a readable zarr array (a group without NGFF data)")
+    levels = []
+    for level in multiscale["datasets"]:
+        array = node[level["path"]]
+        lead = array.ndim - 3
+        levels.append(LeadingAxesDropped(array, lead) if lead > 0 else array)
+    return levels
