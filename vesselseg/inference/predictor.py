@@ -53,7 +53,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from vesselseg.inference.blender import Blender, Finished, WindowWeights
+from vesselseg.inference.blender import Blender, Finished, WindowWeights, zeros
 from vesselseg.inference.plan import (
     DEFAULT_MAX_BUFFER_BYTES,
     CellKey,
@@ -235,7 +235,7 @@ class StreamingPredictor:
         windows marked ``empty`` are not run and get 0."""
         shape = (len(x), *self.grid.tile)
         if empty is not None and empty.any():
-            values = torch.zeros(shape, dtype=torch.float32, device=self.device)
+            values = zeros(shape, self.device)
             keep = torch.from_numpy(np.flatnonzero(~empty))
             stats.skipped += len(x) - len(keep)
             if len(keep):
