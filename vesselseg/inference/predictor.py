@@ -53,7 +53,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from vesselseg.inference.blender import Blender, Finished, WindowWeights, zeros
+from vesselseg.inference.blender import Blender, Finished, WindowWeights, host_view, zeros
 from vesselseg.inference.plan import (
     DEFAULT_MAX_BUFFER_BYTES,
     CellKey,
@@ -236,10 +236,15 @@ class StreamingPredictor:
         shape = (len(x), *self.grid.tile)
         if empty is not None and empty.any():
             values = zeros(shape, self.device)
-            keep = torch.from_numpy(np.flatnonzero(~empty))
+            keep = np.flatnonzero(~empty)
             stats.skipped += len(x) - len(keep)
-            if len(keep):
-                values[keep.to(self.device)] = self._network(x[keep], stats)
+            if len(keep):  # NumPy indexing on the host (see blender.host_view)
+                computed = self._network(torch.from_numpy(x.numpy()[keep]), stats)
+                host = host_view(values)
+                if host is not None:
+                    host[keep] = computed.numpy()
+                else:
+                    values[torch.from_numpy(keep).to(self.device)] = computed
             return values
         return self._network(x, stats).reshape(shape)
 
