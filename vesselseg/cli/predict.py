@@ -32,9 +32,12 @@ INFER_KEYS = {
     "overlap": "infer.overlap",
     "border": "infer.border",
     "blend": "infer.blend",
-    "batch_size": "infer.batch_size",
     "tta": "infer.tta",
     "precision": "infer.precision",
+    "compile_net": "infer.compile",
+    "skip_empty": "infer.skip_empty",
+    "tissue_threshold": "infer.tissue_threshold",
+    "tissue_mask": "infer.tissue_mask",
     "threshold": "infer.threshold",
     "prob_dtype": "infer.prob_dtype",
     "out_format": "infer.out_format",
@@ -90,6 +93,20 @@ def chosen_threshold(threshold: float | None, threshold_from: Path | None) -> fl
     return best_threshold_from(threshold_from)
 
 
+def batch_value(text: str | None) -> dict[str, Any]:
+    """``--batch-size``: a positive integer or ``auto`` (one-line error otherwise)."""
+    if text is None:
+        return {}
+    if text == "auto":
+        return {"infer.batch_size": "auto"}
+    try:
+        return {"infer.batch_size": int(text)}
+    except ValueError:
+        raise ConfigError(
+            f"--batch-size: expected a positive integer or auto, got {text!r}"
+        ) from None
+
+
 def resolver() -> Any:
     """The registry's ``resolve_model`` (imported only when a command needs it)."""
     from vesselseg.registry import resolve_model
@@ -132,9 +149,29 @@ def predict(
         int | None, typer.Option(help="Keep only each window's interior (seed 000); 0 = off.")
     ] = None,
     blend: Annotated[str | None, typer.Option(help="gaussian or constant.")] = None,
-    batch_size: Annotated[int | None, typer.Option(help="Windows per network call.")] = None,
+    batch_size: Annotated[
+        str | None, typer.Option(help="Windows per network call, or auto (device memory).")
+    ] = None,
     tta: Annotated[bool | None, typer.Option("--tta/--no-tta", help="Average 8 flips.")] = None,
-    precision: Annotated[str | None, typer.Option(help="32 or bf16 (autocast).")] = None,
+    precision: Annotated[
+        str | None, typer.Option(help="32, bf16 or fp16 (autocast; fp16 on CUDA only).")
+    ] = None,
+    compile_net: Annotated[
+        bool | None, typer.Option("--compile/--no-compile", help="torch.compile the network.")
+    ] = None,
+    skip_empty: Annotated[
+        bool | None,
+        typer.Option(
+            "--skip-empty/--no-skip-empty",
+            help="Skip windows without tissue (default: on with a tissue threshold or mask).",
+        ),
+    ] = None,
+    tissue_threshold: Annotated[
+        float | None, typer.Option(help="Raw intensity from which a voxel is tissue.")
+    ] = None,
+    tissue_mask: Annotated[
+        Path | None, typer.Option(help="Tissue mask volume (non-zero), or a folder by input name.")
+    ] = None,
     threshold: Annotated[float | None, typer.Option(help="Mask = probability >= this.")] = None,
     threshold_from: Annotated[
         Path | None, typer.Option(help="metrics.json of `evaluate --val-dir`: its best threshold.")
@@ -207,6 +244,7 @@ def predict(
     threshold = chosen_threshold(threshold, threshold_from)
     values = {
         **option_values(locals(), INFER_KEYS),
+        **batch_value(batch_size),
         "infer.tile_size": parse_size(tile_size, "--tile-size"),
         **spacing_values(spacing, unit),
     }

@@ -26,6 +26,7 @@ Side8 = Annotated[Int, Field(ge=8)]
 Triple = Annotated[List[T], Field(min_length=3, max_length=3)]
 _number_text = pydantic.BeforeValidator(lambda v: str(v) if type(v) in (int, float) else v)
 Precision = Annotated[Literal["32", "bf16"], _number_text]
+InferPrecision = Annotated[Literal["32", "bf16", "fp16"], _number_text]  # fp16: CUDA only
 
 # Unknown keys are refused. A relation check raises ValueError("{lo} must be < {hi}"): the
 # braces name fields of the section and become dotted keys in the ConfigError.
@@ -192,15 +193,23 @@ class TrainConfig:
 
 @dataclass(config=_STRICT)
 class InferConfig:
-    """Streamed sliding-window inference (``vesselseg predict``)."""
+    """Streamed sliding-window inference (``vesselseg predict``).
+
+    ``batch_size: auto`` picks the windows per network call from the device's free memory;
+    ``compile`` wraps the network in ``torch.compile``; ``skip_empty`` (None: on when
+    ``tissue_threshold`` or ``tissue_mask`` is given) skips windows without tissue."""
 
     tile_size: Size[Side8] = Field([48, 48, 48])
     overlap: Float = Field(0.25, ge=0.0, lt=1.0)
     border: Int = Field(0, ge=0)
     blend: Literal["gaussian", "constant"] = "gaussian"
-    batch_size: Int = Field(2, ge=1)
+    batch_size: Annotated[Int, Field(ge=1)] | Literal["auto"] = 2
     tta: Bool = False
-    precision: Precision = "32"
+    precision: InferPrecision = "32"
+    compile: Bool = False
+    skip_empty: Bool | None = None
+    tissue_threshold: Float | None = None  # raw intensity: voxels >= this are tissue
+    tissue_mask: Str | None = None  # a volume (non-zero: tissue), or a folder of them by name
     threshold: Float = Field(0.5, gt=0.0, lt=1.0)
     prob_dtype: Literal["float32", "float16", "uint8"] = "float32"
     out_format: Literal["npy", "zarr", "ome-zarr", "tiff", "nifti"] = "npy"
@@ -210,6 +219,21 @@ class InferConfig:
     resample: Bool = True  # inputs at another voxel size are resampled to the model's
     spacing: Triple[Annotated[Float, Field(gt=0.0)]] | None = None  # overrides inputs' (z, y, x)
     unit: Literal["um", "mm"] | None = None  # of ``spacing`` (None: the input's own unit)
+
+    @model_validator(mode="after")
+    def _tissue(self) -> InferConfig:
+        if self.tissue_threshold is not None and self.tissue_mask is not None:
+            raise ValueError("give {tissue_threshold} or {tissue_mask}, not both")
+        if self.skip_empty and self.tissue_threshold is None and self.tissue_mask is None:
+            raise ValueError("{skip_empty} needs {tissue_threshold} or {tissue_mask}")
+        return self
+
+    @property
+    def skips_empty(self) -> bool:
+        """Whether windows without tissue are skipped (``skip_empty``, by default on when a
+        tissue threshold or mask is given)."""
+        given = self.tissue_threshold is not None or self.tissue_mask is not None
+        return given if self.skip_empty is None else self.skip_empty
 
 
 @dataclass(config=_STRICT)

@@ -9,10 +9,12 @@ function.
   ``nn.Sequential`` containers, where the order of execution is the order of children) with
   torch's ``fuse_conv_bn_eval``, which removes one pass over every activation. The result
   equals the original up to float rounding.
-* :func:`make_predict_fn` returns ``(B, 1, z, y, x)`` float32 → sigmoid probabilities (networks
-  with ``outputs_probabilities = True`` already give probabilities), under
-  ``torch.inference_mode``, with optional bf16 autocast and flip test-time augmentation: the mean
-  over all 8 combinations of flipping the z, y and x axes (nnU-Net's ``mirror_axes=(0, 1, 2)``).
+* :func:`make_predict_fn` returns ``(B, 1, z, y, x)`` float32 → sigmoid probabilities on the
+  network's device (networks with ``outputs_probabilities = True`` already give
+  probabilities), under ``torch.inference_mode``, with optional bf16/fp16 autocast and flip
+  test-time augmentation: the mean over all 8 combinations of flipping the z, y and x axes
+  (nnU-Net's ``mirror_axes=(0, 1, 2)``), the 8 copies batched through one network call.
+* :func:`compile_network` wraps the network in ``torch.compile`` (``infer.compile``).
 """
 
 from __future__ import annotations
@@ -140,43 +142,64 @@ def prepare_network(net: nn.Module, device: torch.device, optimize: bool = True)
     return net
 
 
+AUTOCAST = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def compile_network(net: nn.Module) -> nn.Module:
+    """``torch.compile(net)``: compiled on the first call (tens of seconds), faster after.
+    The predict function pads batches to one size (``pad_to``) so it compiles once."""
+    return torch.compile(net, dynamic=False)  # type: ignore[return-value]
+
+
 def make_predict_fn(
     net: nn.Module,
     device: torch.device,
     precision: str = "32",
     tta: bool = False,
     channels_last: bool | None = None,
+    pad_to: int | None = None,
 ) -> Callable[[torch.Tensor], torch.Tensor]:
     """``(B, 1, z, y, x)`` float32 (any device) → ``(B, 1, z, y, x)`` float32 probabilities on
-    the CPU: ``sigmoid(net(x))`` (``net(x)`` itself for networks whose
-    ``outputs_probabilities`` is True), averaged over the 8 flips when ``tta``."""
-    if precision not in ("32", "bf16"):
-        raise ConfigError(f"--precision: expected 32 or bf16, got {precision!r}")
+    ``device``: ``sigmoid(net(x))`` (``net(x)`` itself for networks whose
+    ``outputs_probabilities`` is True), averaged over the 8 flips when ``tta``.
+
+    ``precision`` ``bf16`` or ``fp16`` runs the network under autocast (fp16: CUDA only). With
+    ``tta`` the 8 flipped copies of the batch go through the network in one call (a batch of
+    ``8 B``), not in a loop. ``pad_to`` pads a shorter batch with zeros to that many windows
+    before the network (and drops the extra outputs), so a compiled network sees one shape."""
+    if precision not in ("32", "bf16", "fp16"):
+        raise ConfigError(f"--precision: expected 32, bf16 or fp16, got {precision!r}")
+    if precision == "fp16" and device.type != "cuda":
+        raise ConfigError("--precision fp16 needs CUDA; use bf16 on the CPU")
     if channels_last is None:
         channels_last = device.type == "cpu"
     flips = FLIPS if tta else [()]
     to_prob = probabilities_of(net)
+    size = None if pad_to is None else pad_to * len(flips)  # windows per network call
 
     def forward(x: torch.Tensor) -> torch.Tensor:
+        n = len(x)
+        if size is not None and n < size:
+            x = torch.cat([x, x.new_zeros((size - n, *x.shape[1:]))])
         if channels_last:
             x = x.contiguous(memory_format=torch.channels_last_3d)
-        if precision == "bf16":
-            with torch.autocast(device_type=device.type, dtype=torch.bfloat16):
-                return net(x).float()
-        return net(x)
+        if precision in AUTOCAST:
+            with torch.autocast(device_type=device.type, dtype=AUTOCAST[precision]):
+                out = net(x)
+        else:
+            out = net(x)
+        return to_prob(out.float())[:n]
 
     def predict(x: torch.Tensor) -> torch.Tensor:
         with torch.inference_mode():
             x = x.to(device, non_blocking=True)
-            total: torch.Tensor | None = None
-            for axes in flips:
-                xin = torch.flip(x, axes) if axes else x
-                prob = to_prob(forward(xin).float())
-                prob = torch.flip(prob, axes) if axes else prob
-                total = prob if total is None else total + prob
-            assert total is not None
-            if len(flips) > 1:
-                total = total / len(flips)
-            return total.to("cpu", torch.float32).contiguous()
+            if len(flips) == 1:
+                return forward(x).contiguous()
+            stacked = torch.cat([torch.flip(x, axes) if axes else x for axes in flips])
+            probs = forward(stacked).chunk(len(flips))
+            total = probs[0]
+            for axes, prob in zip(flips[1:], probs[1:]):
+                total = total + torch.flip(prob, axes)
+            return (total / len(flips)).contiguous()
 
     return predict

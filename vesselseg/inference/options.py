@@ -97,6 +97,7 @@ class PreparedModel:
     tile: tuple[int, int, int]
     device: str
     voxel_size: VoxelSize | None = None  # the training voxel size (None: not recorded)
+    batch_size: int = 2  # windows per network call (``infer.batch_size``, ``auto`` resolved)
 
 
 NetHook = Callable[[PredictFn], PredictFn]

@@ -9,18 +9,25 @@ time; batches are consecutive runs of that global order, so a batch's content ne
 where a run started.
 
 Weighted sums are kept only for *cells* (:class:`~vesselseg.inference.plan.Cell`) by a
-:class:`Blender`. A cell is finished once the last window that covers it has been added; it is
-then divided by the sum of those windows' weights (a function of the grid alone, recomputed at
-that moment rather than stored), handed to the sink and freed. Because windows advance row by
-row and strip by strip, the live cells are the z-overlap with the next row (``tile_z - step_z``
-planes of the region) plus the current strip (``tile_z x tile_y x region_x``): memory depends on
-the tile, the batch and the plane, never on the depth. When even that is too much for the
-plane, the plane is cut into regions, each predicted with every window that touches it (windows
-on a region border are computed once per region they touch), so memory is O(tile x region).
+:class:`~vesselseg.inference.blender.Blender`, as float32 torch tensors on the inference device
+(CUDA when the network runs there: the network's output never leaves the device). A cell is
+finished once the last window that covers it has been added; it is then divided by the sum of
+those windows' weights (a function of the grid alone, recomputed at that moment rather than
+stored), moved to the host (pinned memory and a non-blocking copy on CUDA) and queued for a
+writer thread (:class:`~vesselseg.inference.writer.SinkThread`) that hands it to the sink, so
+reading (the reader thread), computing and writing overlap. Because windows advance row by
+row and strip by strip, the live cells are the z-overlap with the next row (``tile_z -
+step_z`` planes of the region) plus the current strip (``tile_z x tile_y x region_x``):
+memory depends on the tile, the batch and the plane, never on the depth. When even that is
+too much for the plane, the plane is cut into regions, each predicted with every window that
+touches it (windows on a region border are computed once per region they touch), so memory
+is O(tile x region).
 
 Input is read one strip (``tile_z x tile_y x region_x``) at a time by a background thread
 (:class:`~vesselseg.inference.reader.StripReader`), normalised, and queued while the network
-runs on the previous one.
+runs on the previous one. With a tissue test (``infer.skip_empty``,
+:mod:`~vesselseg.inference.tissue`) the windows of a batch whose input holds no tissue are not
+run through the network; they count as windows whose values are all 0.
 
 Resuming
 --------
@@ -31,7 +38,8 @@ additions an uninterrupted run would do for the unfinished cells (finished cells
 so the output is bit-for-bit the same.
 
 MONAI's ``sliding_window_inference`` blends the same windows with the same weights, but keeps
-the whole output volume in memory and cannot resume; that is why this engine is our own.
+the whole output volume in memory (on the device, or on the host, not both at once) and cannot
+resume; that is why this engine is our own.
 """
 
 from __future__ import annotations
@@ -45,24 +53,29 @@ from typing import Any
 import numpy as np
 import torch
 
+from vesselseg.inference.blender import Blender, Finished, WindowWeights, host_view, zeros
 from vesselseg.inference.blocks import batch_starts, strip_keys_of
 from vesselseg.inference.plan import (
     DEFAULT_MAX_BUFFER_BYTES,
     CellKey,
-    Plan,
     StripKey,
     Tile,
     choose_block,
     make_plan,
 )
-from vesselseg.inference.reader import Preprocess, StripReader
+from vesselseg.inference.reader import Preprocess, Strip, StripReader
 from vesselseg.inference.sinks import Sink
 from vesselseg.inference.tiling import TileGrid
+from vesselseg.inference.tissue import Tissue
+from vesselseg.inference.writer import SinkThread
+
+__all__ = ["Blender", "Finished", "PredictFn", "RunStats", "StreamingPredictor", "WindowWeights"]
 
 log = logging.getLogger(__name__)
 
 PredictFn = Callable[[torch.Tensor], torch.Tensor]
-"""``(B, 1, tz, ty, tx)`` float32 input → ``(B, 1, tz, ty, tx)`` float32 values to blend."""
+"""``(B, 1, tz, ty, tx)`` float32 input → ``(B, 1, tz, ty, tx)`` float32 values to blend (on
+any device; they are moved to the predictor's)."""
 
 
 @dataclass
@@ -76,117 +89,26 @@ class RunStats:
     peak_buffer_bytes: int = 0  # weighted-sum accumulators alive at once, at most
     peak_strip_bytes: int = 0
     resumed_from: int = 0
+    skipped: int = 0  # windows without tissue, not run through the network
+    write_wait_seconds: float = 0.0  # blocked on the writer thread's full queue
+    write_seconds: float = 0.0  # the writer thread's time in the sink
+    peak_pending_bytes: int = 0  # finished cells queued for the writer, at most
     extra: dict[str, Any] = field(default_factory=dict)
-
-
-class WindowWeights:
-    """The ``(tz, ty, tx)`` float32 blending weight of each window, computed once per kind."""
-
-    def __init__(self, plan: Plan) -> None:
-        self.plan = plan
-        self._cache: dict[tuple[bool, ...], np.ndarray] = {}
-
-    def __call__(self, region: int, iz: int, jy: int, kx: int) -> np.ndarray:
-        """Weight of a window (grid indices; ``jy``/``kx`` within the region)."""
-        reg = self.plan.regions[region]
-        iy, ix = reg.iy[jy], reg.ix[kx]
-        g = self.plan.grid
-        key: tuple[bool, ...] = ()
-        if g.border:  # border windows differ by which volume edges they touch
-            key = (
-                iz == 0,
-                iz == len(g.starts[0]) - 1,
-                iy == 0,
-                iy == len(g.starts[1]) - 1,
-                ix == 0,
-                ix == len(g.starts[2]) - 1,
-            )
-        if key not in self._cache:
-            self._cache[key] = g.weight(iz, iy, ix).numpy().copy()
-        return self._cache[key]
-
-    def sum_over(self, key: CellKey) -> np.ndarray:
-        """Sum of the weights of every window over cell ``key``, added in processing order.
-
-        It depends only on the grid, so it is computed when the cell is finished instead of
-        being accumulated (half the buffer memory)."""
-        plan = self.plan
-        region, a, b = key
-        total = np.zeros(plan.cell_shape(key), np.float32)
-        for iz in plan.rows_of_z[a]:
-            for jy in plan.strips_of_y[region][b]:
-                for kx in range(len(plan.regions[region].ix)):
-                    src, dst = plan.overlap(iz, jy, kx, key)
-                    total[dst] += self(region, iz, jy, kx)[src]
-        return total
-
-
-class Blender:
-    """The weighted sums of the live cells of one run (float32, on the host).
-
-    :meth:`add` adds one window's values times its weight to the cells it covers (cells already
-    final before ``resume_from`` are skipped); :meth:`finish` divides a finished cell by its
-    weight sum, writes it to the sink and frees it.
-    """
-
-    def __init__(
-        self,
-        plan: Plan,
-        weights: WindowWeights,
-        resume_from: int = 0,
-        cells: set[CellKey] | None = None,
-    ) -> None:
-        self.plan, self.weights, self.resume_from = plan, weights, resume_from
-        self.cells = cells  # only these cells are kept (None: all), see :meth:`run`
-        self.live: dict[CellKey, np.ndarray] = {}
-        self.bytes = 0
-        self.peak_bytes = 0
-        grid = plan.grid
-        self._weighted = bool(grid.border) or grid.blend != "constant"
-        self._scratch = np.empty(grid.tile, np.float32) if self._weighted else None
-
-    def add(self, tile: Tile, values: np.ndarray) -> None:
-        """Add ``values * weight`` of one window ``(tz, ty, tx)`` to the cells it covers."""
-        plan, region = self.plan, tile.region
-        if self._weighted:
-            weight = self.weights(region, tile.iz, tile.jy, tile.kx)
-            values = np.multiply(values, weight, out=self._scratch)
-        for a in plan.z_cells_of_row[tile.iz]:
-            for b in plan.y_cells_of_strip[region][tile.jy]:
-                key = (region, a, b)
-                if plan.cells[key].last < self.resume_from:  # written before the restart
-                    continue
-                if self.cells is not None and key not in self.cells:  # another block's
-                    continue
-                if key not in self.live:
-                    self.live[key] = np.zeros(plan.cell_shape(key), np.float32)
-                    self.bytes += self.live[key].nbytes
-                src, dst = plan.overlap(tile.iz, tile.jy, tile.kx, key)
-                self.live[key][dst] += values[src]
-        self.peak_bytes = max(self.peak_bytes, self.bytes)
-
-    def finish(self, key: CellKey, sink: Sink) -> None:
-        """Divide a finished cell by its weights, write it and free it."""
-        if key not in self.live:  # finished before a restart, or never touched
-            return
-        acc = self.live.pop(key)
-        values = np.divide(acc, self.weights.sum_over(key), out=acc)
-        sink.write(*self.plan.cell_slices(key), values)
-        self.bytes -= acc.nbytes
 
 
 class _Windows:
     """Cuts the windows of a batch out of the strips the reader delivers, in order."""
 
-    def __init__(self, plan: Plan, reader: StripReader, stats: RunStats) -> None:
-        self.plan, self.reader, self.stats = plan, reader, stats
+    def __init__(self, plan: Any, reader: StripReader, stats: RunStats, pin: bool) -> None:
+        self.plan, self.reader, self.stats, self.pin = plan, reader, stats, pin
         self.key: StripKey | None = None
-        self.strip: np.ndarray | None = None
+        self.strip: Strip | None = None
 
-    def batch(self, tiles: list[Tile]) -> torch.Tensor:
-        """``(B, 1, tz, ty, tx)`` float32 input of ``tiles``."""
-        plan, tx = self.plan, self.plan.grid.tile[2]
-        inputs = []
+    def batch(self, tiles: list[Tile]) -> tuple[torch.Tensor, np.ndarray | None]:
+        """``(B, 1, tz, ty, tx)`` float32 input of ``tiles`` (pinned for CUDA) and, with a
+        tissue test, ``(B,)`` bool: which windows hold no tissue."""
+        plan, tile_size = self.plan, self.plan.grid.tile
+        inputs, empty = [], []
         for tile in tiles:
             key = plan.strip_of(tile)
             if key != self.key:
@@ -194,12 +116,17 @@ class _Windows:
                 self.strip = self.reader.get(key)
                 self.stats.read_wait_seconds += time.perf_counter() - t0
                 self.key = key
-                self.stats.peak_strip_bytes = max(self.stats.peak_strip_bytes, self.strip.nbytes)
+                nbytes = self.strip.data.nbytes
+                self.stats.peak_strip_bytes = max(self.stats.peak_strip_bytes, nbytes)
             assert self.strip is not None
             region = plan.regions[tile.region]
             x0 = plan.grid.starts[2][region.ix[tile.kx]] - plan.x_extent(tile.region)[0]
-            inputs.append(self.strip[:, :, x0 : x0 + tx])
-        return torch.from_numpy(np.stack(inputs)[:, None])
+            inputs.append(self.strip.data[:, :, x0 : x0 + tile_size[2]])
+            if self.strip.tissue is not None:
+                empty.append(not self.strip.tissue[x0 : x0 + tile_size[2]].any())
+        x = torch.empty((len(tiles), 1, *tile_size), dtype=torch.float32, pin_memory=self.pin)
+        np.stack(inputs, out=x.numpy()[:, 0])
+        return x, (np.array(empty, bool) if self.strip.tissue is not None else None)
 
 
 class StreamingPredictor:
@@ -209,6 +136,10 @@ class StreamingPredictor:
     probabilities) of the same shape. ``preprocess`` maps raw input regions to float32 network
     input (default: cast). ``max_buffer_bytes`` bounds accumulators + input strips; a plane
     that needs more is cut into regions (``block`` forces a region size ``(y, x)``).
+    ``device`` is where the weighted sums are kept (the network's device). With ``tissue``,
+    windows holding no tissue are skipped (values 0, :mod:`~vesselseg.inference.tissue`).
+    ``max_pending_bytes`` bounds the finished cells waiting for the writer thread (default: a
+    quarter of ``max_buffer_bytes``).
     """
 
     def __init__(
@@ -221,6 +152,9 @@ class StreamingPredictor:
         max_buffer_bytes: int = DEFAULT_MAX_BUFFER_BYTES,
         prefetch: int = 1,
         release_input: Callable[[], None] | None = None,
+        device: torch.device | str = "cpu",
+        tissue: Tissue | None = None,
+        max_pending_bytes: int | None = None,
     ) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
@@ -232,9 +166,12 @@ class StreamingPredictor:
         self.plan = make_plan(grid, self.block)
         self.prefetch = prefetch
         self.release_input = release_input
-        self.weights = WindowWeights(self.plan)
+        self.device = torch.device(device)
+        self.tissue = tissue
+        self.max_pending_bytes = max_pending_bytes or max(max_buffer_bytes // 4, 1)
+        self.weights = WindowWeights(self.plan, self.device)
 
-    def weight_sum(self, key: CellKey) -> np.ndarray:
+    def weight_sum(self, key: CellKey) -> torch.Tensor:
         """Sum of the weights of every window over cell ``key`` (see :class:`WindowWeights`)."""
         return self.weights.sum_over(key)
 
@@ -261,10 +198,12 @@ class StreamingPredictor:
         """Predict ``volume`` (``(Z, Y, X)``, lazily sliced) into ``sink``.
 
         ``resume_from`` is the ``next_tile`` of the sink's last checkpoint (0: from scratch).
-        ``on_tiles(n)`` is called after every batch with the number of new windows.
-        ``cells`` (e.g. the cells of some z-blocks, :mod:`~vesselseg.inference.blocks`) limits
-        the run to those cells: only the batches holding a window that adds to one of them are
-        run, and only they are written, each exactly as a whole run writes it.
+        ``on_tiles(n)`` is called after every batch with the number of new windows. The sink
+        is called from a writer thread only, in order, and every call has been made when
+        ``run`` returns. ``cells`` (e.g. the cells of some z-blocks,
+        :mod:`~vesselseg.inference.blocks`) limits the run to those cells: only the batches
+        holding a window that adds to one of them are run, and only they are written, each
+        exactly as a whole run writes it.
         """
         if tuple(volume.shape) != self.grid.shape:
             raise ValueError(f"volume shape {tuple(volume.shape)} != grid shape {self.grid.shape}")
@@ -284,36 +223,63 @@ class StreamingPredictor:
             self.preprocess,
             depth=self.prefetch,
             release=self.release_input,
+            tissue=self.tissue,
         )
-        windows = _Windows(self.plan, reader, stats)
+        windows = _Windows(self.plan, reader, stats, pin=self.device.type == "cuda")
+        out = SinkThread(sink, self.max_pending_bytes)
+        failed = True
         try:
             with torch.inference_mode():
                 for batch in batches:
-                    values = self._forward(windows.batch(batch), stats)
-                    self._blend(batch, values, blender, sink)
+                    values = self._forward(*windows.batch(batch), stats)
+                    self._blend(batch, values, blender, out)
                     if on_tiles is not None:
                         on_tiles(len(batch))
+            failed = False
         finally:
             reader.close()
+            out.close(abort=failed)
         stats.peak_buffer_bytes = blender.peak_bytes
+        stats.write_wait_seconds, stats.write_seconds = out.wait_seconds, out.write_seconds
+        stats.peak_pending_bytes = out.peak_pending_bytes
         stats.seconds = time.perf_counter() - start_time
         return stats
 
-    def _forward(self, x: torch.Tensor, stats: RunStats) -> np.ndarray:
-        """The network's ``(B, tz, ty, tx)`` float32 values for the input batch ``x``."""
+    def _forward(self, x: torch.Tensor, empty: np.ndarray | None, stats: RunStats) -> torch.Tensor:
+        """The ``(B, tz, ty, tx)`` float32 values (on the device) for the input batch ``x``;
+        windows marked ``empty`` are not run and get 0."""
+        shape = (len(x), *self.grid.tile)
+        if empty is not None and empty.any():
+            values = zeros(shape, self.device)
+            keep = np.flatnonzero(~empty)
+            stats.skipped += len(x) - len(keep)
+            if len(keep):  # NumPy indexing on the host (see blender.host_view)
+                computed = self._network(torch.from_numpy(x.numpy()[keep]), stats)
+                host = host_view(values)
+                if host is not None:
+                    host[keep] = computed.numpy()
+                else:
+                    values[torch.from_numpy(keep).to(self.device)] = computed
+            return values
+        return self._network(x, stats).reshape(shape)
+
+    def _network(self, x: torch.Tensor, stats: RunStats) -> torch.Tensor:
         t0 = time.perf_counter()
         out = self.predict_fn(x)
         stats.forward_seconds += time.perf_counter() - t0
         stats.tiles += len(x)
-        values = out.to("cpu", torch.float32).numpy().reshape(len(x), *self.grid.tile)
-        return np.ascontiguousarray(values)
+        return out.to(self.device, torch.float32).reshape(len(x), *self.grid.tile)
 
-    def _blend(self, batch: list[Tile], values: np.ndarray, blender: Blender, sink: Sink) -> None:
-        """Add a batch's windows, write the cells they finish, checkpoint after each z-row."""
+    def _blend(
+        self, batch: list[Tile], values: torch.Tensor, blender: Blender, out: SinkThread
+    ) -> None:
+        """Add a batch's windows, queue the cells they finish, checkpoint after each z-row."""
         plan = self.plan
         for tile, tile_values in zip(batch, values):
             blender.add(tile, tile_values)
             for key in plan.finish_at.get(tile.index, ()):
-                blender.finish(key, sink)
+                cell = blender.finish(key)
+                if cell is not None:
+                    out.write(cell)
             if tile.index in plan.row_ends and tile.index + 1 > blender.resume_from:
-                sink.checkpoint(tile.index + 1)
+                out.checkpoint(tile.index + 1)

@@ -3,6 +3,8 @@
 The predictor asks for strips in the plan's order (:meth:`~vesselseg.inference.plan.Plan.
 strip_keys`); the thread stays ``depth`` strips ahead, so reading the next strip overlaps the
 network's work on the current one. An error in the thread is re-raised in the consumer.
+With a :class:`~vesselseg.inference.tissue.Tissue` test, each strip also says which of its x
+columns hold tissue (from the raw values, before normalisation), for ``infer.skip_empty``.
 """
 
 from __future__ import annotations
@@ -10,14 +12,23 @@ from __future__ import annotations
 import queue
 import threading
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
 from vesselseg.inference.plan import Plan, StripKey
+from vesselseg.inference.tissue import Tissue
 
 Preprocess = Callable[[np.ndarray], np.ndarray]
 """Raw region ``(z, y, x)`` → float32 network input of the same shape."""
+
+
+class Strip(NamedTuple):
+    """A strip's ``(tz, ty, width)`` float32 input and, with a tissue test, ``(width,)`` bool:
+    which of its x columns hold tissue (None: no test)."""
+
+    data: np.ndarray
+    tissue: np.ndarray | None = None
 
 
 class StripReader:
@@ -25,7 +36,8 @@ class StripReader:
 
     A strip is ``(tz, ty, width)`` float32 for window row ``iz``, strip ``iy`` and the x-extent
     of a region (padded coordinates; voxels outside the volume are 0). ``release()`` is called
-    after every strip read (e.g. to drop the input's memory-mapped pages).
+    after every strip read (e.g. to drop the input's memory-mapped pages); ``tissue`` marks
+    the strip's columns that hold tissue (:class:`Strip`).
     """
 
     def __init__(
@@ -36,17 +48,20 @@ class StripReader:
         preprocess: Preprocess,
         depth: int = 1,
         release: Callable[[], None] | None = None,
+        tissue: Tissue | None = None,
     ) -> None:
         self.volume, self.plan, self.grid = volume, plan, plan.grid
         self.preprocess = preprocess
+        self.tissue = tissue
         self.release = release
         self._queue: queue.Queue[Any] = queue.Queue(maxsize=depth)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._work, args=(keys,), daemon=True)
         self._thread.start()
 
-    def read(self, key: StripKey) -> np.ndarray:
-        """The strip ``key = (region, iz, iy)`` as ``(tz, ty, width)`` float32."""
+    def read(self, key: StripKey) -> Strip:
+        """The strip ``key = (region, iz, iy)``: ``(tz, ty, width)`` float32 input (and its
+        tissue columns)."""
         region, iz, iy = key
         g = self.grid
         x0, x1 = self.plan.x_extent(region)
@@ -56,17 +71,23 @@ class StripReader:
             (max(lo[a], g.pad[a]) - g.pad[a], min(hi[a], g.pad[a] + g.shape[a]) - g.pad[a])
             for a in range(3)
         ]
-        raw = self.volume[tuple(slice(a, b) for a, b in src)]
+        box = (slice(*src[0]), slice(*src[1]), slice(*src[2]))
+        raw = self.volume[box]
+        columns = None
+        if self.tissue is not None:
+            columns = np.zeros(hi[2] - lo[2], bool)
+            x0 = src[2][0] + g.pad[2] - lo[2]
+            columns[x0 : x0 + src[2][1] - src[2][0]] = self.tissue.columns(raw, box)
         data = np.ascontiguousarray(self.preprocess(raw), dtype=np.float32)
         size = tuple(b - a for a, b in zip(lo, hi))
         if data.shape == size:
-            return data
+            return Strip(data, columns)
         out = np.zeros(size, dtype=np.float32)
         dst = tuple(
             slice(src[a][0] + g.pad[a] - lo[a], src[a][1] + g.pad[a] - lo[a]) for a in range(3)
         )
         out[dst] = data
-        return out
+        return Strip(out, columns)
 
     def _work(self, keys: list[StripKey]) -> None:
         try:
@@ -89,7 +110,7 @@ class StripReader:
                 continue
         return False
 
-    def get(self, key: StripKey) -> np.ndarray:
+    def get(self, key: StripKey) -> Strip:
         """The next strip, which must be ``key`` (raises the thread's error, if any)."""
         item = self._queue.get()
         if isinstance(item, BaseException):

@@ -12,6 +12,7 @@ import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from vesselseg.bundle import Resolver
 from vesselseg.config import InferConfig
@@ -103,23 +104,49 @@ def prepare_model(
     device: str = "auto",
     resolve: Resolver | None = None,
     net_hook: NetHook | None = None,
+    reserve_bytes: int = 1024 * MIB,
 ) -> PreparedModel:
     """Load ``model`` (file, ensemble, or registry URI via ``resolve``), check the tiling fits
-    it, and make its predict function on ``device`` (wrapped by ``net_hook`` if given)."""
+    it, and make its predict function on ``device`` (wrapped by ``net_hook`` if given):
+    ``infer.batch_size: auto`` is resolved here (``reserve_bytes`` kept for the blending
+    buffers on CUDA), then the network compiled when ``infer.compile``."""
     from vesselseg.inference.loader import load_model
-    from vesselseg.inference.network import make_predict_fn, prepare_network, resolve_device
+    from vesselseg.inference.network import (
+        compile_network,
+        make_predict_fn,
+        prepare_network,
+        resolve_device,
+    )
 
     net, meta = load_model(model, resolve)
     tile = check_tiling(cfg, meta.model)
     dev = resolve_device(device)
     net = prepare_network(net, dev)
     predict_fn = make_predict_fn(net, dev, precision=cfg.precision, tta=cfg.tta)
+    batch = _batch_size(cfg, net, predict_fn, tile, dev, reserve_bytes)
+    if cfg.compile:
+        net = compile_network(net)
+        predict_fn = make_predict_fn(net, dev, cfg.precision, cfg.tta, pad_to=batch)
     if net_hook is not None:
         predict_fn = net_hook(predict_fn)
     path = Path(str(model))
     key = {"weights": fingerprint_of(path)}
     size = model_voxel_size(meta)
-    return PreparedModel(path, key, predict_fn, list(meta.percentiles), tile, str(dev), size)
+    return PreparedModel(path, key, predict_fn, list(meta.percentiles), tile, str(dev), size, batch)
+
+
+def _batch_size(
+    cfg: InferConfig, net: Any, predict_fn: Any, tile: Any, dev: Any, reserve_bytes: int
+) -> int:
+    """``infer.batch_size``, with ``auto`` measured on the device
+    (:mod:`~vesselseg.inference.batching`)."""
+    if cfg.batch_size != "auto":
+        return int(cfg.batch_size)
+    from vesselseg.inference.batching import cpu_batch_size, cuda_batch_size
+
+    if dev.type == "cuda":
+        return cuda_batch_size(predict_fn, tile, dev, reserve_bytes)
+    return cpu_batch_size(net, tile, copies=8 if cfg.tta else 1)
 
 
 def predict_path(
@@ -175,7 +202,7 @@ def predict_path(
         shares = [(name, path, None) for name, path in inputs]
         if shard is not None:
             log.info("shard %d/%d: %d of %d input(s)", *shard, len(inputs), len(all_inputs))
-    prepared = prepare_model(model, cfg, device, resolve, net_hook)
+    prepared = prepare_model(model, cfg, device, resolve, net_hook, opts.max_buffer_bytes)
     summary = PredictSummary(device=prepared.device, save_dir=opts.save_dir)
     for name, path, blocks in shares:
         if blocks is None:

@@ -42,6 +42,7 @@ from vesselseg.inference.outputs import (
 from vesselseg.inference.predictor import RunStats, StreamingPredictor
 from vesselseg.inference.resample import ResampledVolume
 from vesselseg.inference.tiling import make_grid
+from vesselseg.inference.tissue import tissue_for
 from vesselseg.inference.voxels import ScaleDecision, scale_decision
 from vesselseg.io.slabs import SLAB_BYTES
 from vesselseg.io.spacing import VoxelSize
@@ -69,6 +70,7 @@ class VolumeResult:
     blocks: tuple[int, int] | None = None  # sharded: (z-blocks predicted here, of the volume's)
     block_voxels: int | None = None  # sharded: the voxels of those blocks
     finalized: bool = False  # sharded: this process wrote the final outputs
+    empty_windows: int = 0  # windows without tissue, not run through the network
 
     @property
     def voxels(self) -> int:
@@ -104,7 +106,7 @@ def predict_volume(
         return result
     scale = scale_decision(str(path), vshape, volume.voxel_size, model.voxel_size, cfg.resample)
     source = volume if scale is None else ResampledVolume(volume, scale.grid)
-    predictor, key = _predictor(path, volume, source, model, opts)
+    predictor, key = _predictor(path, volume, source, model, opts, name)
     if scale is None:
         writer = PredictionWriter(
             paths, vshape, cfg.out_format, cfg.prob_dtype, cfg.threshold, key,
@@ -122,24 +124,28 @@ def predict_volume(
 
 
 def _predictor(
-    path: Path, volume: Any, source: Any, model: PreparedModel, opts: PredictOptions
-) -> tuple[StreamingPredictor, dict[str, Any]]:
+    path: Path, volume: Any, source: Any, model: PreparedModel, opts: PredictOptions,
+    name: str = "",
+) -> tuple[StreamingPredictor, dict[str, Any]]:  # fmt: skip
     """The predictor over ``source`` (``volume`` itself or its view on the model grid) and the
-    resume key of its output; intensities are normalised with ``volume``'s percentiles."""
+    resume key of its output; intensities are normalised with ``volume``'s percentiles
+    (``name``: the input's, for a folder of tissue masks)."""
     from vesselseg.data.normalize import load_or_compute_stats
 
     cfg = opts.cfg
     grid = make_grid(source.shape, model.tile, cfg.overlap, cfg.blend, cfg.border)
-    check_memory(grid, cfg.batch_size, opts.max_buffer_bytes)
+    check_memory(grid, model.batch_size, opts.max_buffer_bytes)
     stats = load_or_compute_stats(volume, model.percentiles)
     release_pages(getattr(volume, "_array", None))  # pages read for the percentiles
     predictor = StreamingPredictor(
         model.predict_fn,
         grid,
-        batch_size=cfg.batch_size,
+        batch_size=model.batch_size,
         preprocess=_normaliser(path, stats.lo, stats.hi),
         max_buffer_bytes=opts.max_buffer_bytes,
         release_input=lambda: release_pages(getattr(volume, "_array", None)),
+        device=model.device,
+        tissue=tissue_for(cfg, name or path.name, volume, source),
     )
     return predictor, resume_key(path, model, cfg, predictor, (stats.lo, stats.hi))
 
@@ -162,6 +168,7 @@ def _predict_into(
         result.tiles, result.seconds = run.tiles, run.seconds
         result.forward_seconds = run.forward_seconds
         result.peak_buffer_bytes = run.peak_buffer_bytes
+        result.empty_windows = run.skipped
 
 
 def _predict_resampled(
@@ -225,9 +232,11 @@ def resume_key(
         "overlap": cfg.overlap,
         "border": cfg.border,
         "blend": cfg.blend,
-        "batch_size": cfg.batch_size,
+        "batch_size": predictor.batch_size,
         "tta": cfg.tta,
         "precision": cfg.precision,
+        "compile": cfg.compile,
+        "skip_empty": predictor.tissue.key if predictor.tissue is not None else None,
         "threshold": cfg.threshold,
         "prob_dtype": cfg.prob_dtype,
         "block": list(predictor.block) if predictor.block else None,
@@ -274,6 +283,8 @@ def _log_done(result: VolumeResult) -> None:
         result.peak_buffer_bytes / MIB,
         peak_rss_mib(),
     )
+    if result.empty_windows:
+        log.info("%s: %d windows without tissue skipped", result.input, result.empty_windows)
     if result.grid is not None:
         log.info(
             "%s: predicted on the %s model grid; resampling took %.1f s (%.0f%% of the time), "
