@@ -86,11 +86,19 @@ class DataConfig:
     # the training volumes (no resampling when none has a known spacing)
     target_spacing: Triple[Annotated[Float, Field(gt=0.0)]] | None = None
     scale_range: Float = Field(0.0, ge=0.0, lt=1.0)  # zoom each crop by U(1 - r, 1 + r)
+    # volume: each volume's percentiles -> 0..1; dataset: clip to the dataset's [lo, hi] and
+    # z-score with its mean and sd (nnU-Net's CT scheme), the same numbers for every volume
+    normalization: Literal["volume", "dataset"] = "volume"
+    # [lo, hi, mean, std] of the training volumes' annotated voxels (the plan fills it)
+    intensity_stats: Annotated[List[Float], Field(min_length=4, max_length=4)] | None = None
 
     @model_validator(mode="after")
     def _percentiles(self) -> DataConfig:
         if len(self.percentiles) != 2 or self.percentiles[0] >= self.percentiles[1]:
             raise ValueError("{percentiles} must be [low, high] with low < high")
+        stats = self.intensity_stats
+        if stats is not None and not (stats[0] < stats[1] and stats[3] > 0):
+            raise ValueError("{intensity_stats} must be [lo, hi, mean, std] with lo < hi, std > 0")
         return self
 
 
@@ -182,6 +190,9 @@ class TrainConfig:
     experiment: Str = "vesselseg"
     run_name: Str = ""
     overlay_every_n_epochs: Int = Field(5, ge=0)
+    # after training: the threshold maximising Dice on the validation volumes' annotated
+    # voxels becomes the model's (predict uses it unless infer.threshold / --threshold is set)
+    calibrate_threshold: Bool = True
 
 
 @dataclass(config=_STRICT)
@@ -195,7 +206,8 @@ class InferConfig:
     batch_size: Int = Field(2, ge=1)
     tta: Bool = False
     precision: Precision = "32"
-    threshold: Float = Field(0.5, gt=0.0, lt=1.0)
+    # mask = probability >= threshold; None: the model's own (calibrated at training, else 0.5)
+    threshold: Annotated[Float, Field(gt=0.0, lt=1.0)] | None = None
     prob_dtype: Literal["float32", "float16", "uint8"] = "float32"
     out_format: Literal["npy", "zarr", "ome-zarr", "tiff", "nifti"] = "npy"
     naming: Literal["default", "seed"] = "default"

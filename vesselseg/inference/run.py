@@ -109,7 +109,10 @@ def prepare_model(
     path = Path(str(model))
     key = {"weights": fingerprint_of(path)}
     size = model_voxel_size(meta)
-    return PreparedModel(path, key, predict_fn, list(meta.percentiles), tile, str(dev), size)
+    return PreparedModel(
+        path, key, predict_fn, list(meta.percentiles), tile, str(dev), size,
+        threshold=float(meta.threshold), intensity=meta.intensity,
+    )  # fmt: skip
 
 
 def predict_path(
