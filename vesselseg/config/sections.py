@@ -294,8 +294,10 @@ class PlanConfig:
     of an axis coarser than ``anisotropy_threshold`` times the others is its 10th percentile.
     Pooling stops when a pooled side would fall below ``min_feature_map`` voxels or at
     ``max_depth`` levels. A ``unet2d`` view is kept when its slices are at least
-    ``min_view_pixels`` wide. Keys in ``keep`` are kept as params.yaml has them, like keys
-    that differ from the defaults or are given on the command line.
+    ``min_view_pixels`` wide. An epoch draws at least ``crops_per_epoch`` crops: with few
+    training volumes ``data.samples_per_volume`` is raised to reach it. Keys in ``keep`` are
+    kept as params.yaml has them, like keys that differ from the defaults or are given on the
+    command line.
     """
 
     enabled: Bool = True
@@ -308,6 +310,7 @@ class PlanConfig:
     min_view_pixels: Int = Field(32, ge=1)
     min_batch_size: Int = Field(2, ge=1)
     max_batch_size: Int = Field(8, ge=1)
+    crops_per_epoch: Int = Field(64, ge=1)
     keep: List[Str] = Field([])
 
     @model_validator(mode="after")

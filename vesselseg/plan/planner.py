@@ -32,6 +32,8 @@ A pure function (no files, no torch, no clock). The rules, in order:
    from the same feature-map rule; batch as in 6.
 9. **Intensity** — with ``data.normalization: dataset``, ``data.intensity_stats`` from the
    annotated voxels (0.5/99.5 percentiles, mean, sd): every volume is normalised alike.
+10. **Epoch** — ``data.samples_per_volume`` is raised (never lowered) so that an epoch
+   draws at least ``cfg.crops_per_epoch`` crops from the annotated volumes.
 
 Every value records its source: ``"user"`` for keys in ``explicit`` (taken from ``params``
 as they are, and used by the later rules: a user's crop fixes the topology's input),
@@ -135,7 +137,22 @@ def make_plan(
     views_2d = _plan_2d(ctx, target, extent, voxels, total)
     _plan_3d(ctx, target, extent, voxels, total, views_2d)
     _plan_intensity(ctx)
+    _plan_epoch(ctx)
     return ctx.plan
+
+
+def _plan_epoch(ctx: _Context) -> None:
+    """``data.samples_per_volume`` raised so that an epoch draws at least
+    ``plan.crops_per_epoch`` crops (nnU-Net fixes the iterations of an epoch, not the crops
+    per case): two training volumes would otherwise get half the optimiser steps of four.
+    Recorded only where it raises the configured value."""
+    volumes = ctx.fingerprint.volumes
+    annotated = [v for v in volumes if v.annotated_voxels] or list(volumes)
+    have = ctx.params.data.samples_per_volume
+    need = math.ceil(ctx.cfg.crops_per_epoch / len(annotated))
+    if need > have or ctx.user("data.samples_per_volume"):
+        note = f"{ctx.cfg.crops_per_epoch} crops an epoch over {len(annotated)} volume(s)"
+        ctx.put("data.samples_per_volume", max(need, have), note)
 
 
 def _plan_intensity(ctx: _Context) -> None:
