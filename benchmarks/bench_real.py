@@ -1,7 +1,7 @@
 """Real-data benchmark: leave-one-volume-out on the three two-photon stacks of ../shared/realdata.
 
     python benchmarks/bench_real.py                 # full run (defaults + plan), ~1 h on 2 cores
-    python benchmarks/bench_real.py --quick         # smoke run: 256 x 256 crops, 1 epoch
+    python benchmarks/bench_real.py --quick         # smoke run: one fold, 256 x 256, 1 short epoch
     python benchmarks/bench_real.py --folds 0 --labels sparse --set data.normalization=dataset
 
 For each held-out volume the other two are the training set, labelled two ways: (a) sparse
@@ -113,8 +113,9 @@ def main() -> None:
     parser.add_argument("--data", type=Path, help="realdata folder (default: $VESSELSEG_REALDATA "
                         "or ../shared/realdata)")  # fmt: skip
     parser.add_argument("--epochs", type=int, help="train.max_epochs (default: params.yaml)")
-    parser.add_argument("--quick", action="store_true", help="smoke run: 256^2 crops, 1 epoch")
-    parser.add_argument("--folds", default="0,1,2", help="held-out volumes, e.g. 0,2")
+    parser.add_argument("--quick", action="store_true", help="smoke run: fold 0 on 256^2 "
+                        "crops, 1 epoch of 4 crops per volume")  # fmt: skip
+    parser.add_argument("--folds", help="held-out volumes, e.g. 0,2 (default all; --quick: 0)")
     parser.add_argument("--labels", default="sparse,dense", help="sparse, dense or both")
     parser.add_argument("--no-frangi", action="store_true", help="skip the Frangi baseline")
     parser.add_argument("--set", action="append", help="extra train/evaluate --set KEY=VALUE")
@@ -127,6 +128,8 @@ def main() -> None:
         return
     if args.quick:
         args.epochs = args.epochs or 1
+        args.set = ["data.samples_per_volume=4", *(args.set or [])]
+    args.folds = args.folds or ("0" if args.quick else "0,1,2")
     volumes = load_volumes(folder, crop=(256, 256) if args.quick else None)
     work = args.work or Path(tempfile.mkdtemp(prefix="bench-real-"))
     labels = [s for s in args.labels.split(",") if s]
