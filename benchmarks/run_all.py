@@ -7,8 +7,9 @@ import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
+ARGS = {"bench_real.py": ["--quick"]}  # the full real-data run takes hours on 2 cores
 
 if __name__ == "__main__":
     for script in sorted(HERE.glob("bench_*.py")):
         print(f"\n=== {script.name}", flush=True)
-        subprocess.run([sys.executable, str(script)], check=True)
+        subprocess.run([sys.executable, str(script), *ARGS.get(script.name, [])], check=True)

@@ -335,3 +335,33 @@ def test_a_user_crop_given_as_one_number_is_planned_around(tmp_path: Path) -> No
     planned, plan = plan_for_training(params, explicit_keys(params, overrides))
     assert planned.data.crop_size == 16 and plan.values["data.crop_size"].source == "user"
     assert isinstance(planned.train.batch_size, int) and planned.train.batch_size >= 1
+
+
+def test_an_epoch_draws_at_least_crops_per_epoch() -> None:
+    """Few training volumes get more crops each (nnU-Net fixes an epoch's iterations); the
+    value is recorded only where it raises params.yaml's, and a user's value wins."""
+    one = ((15, 128, 128), (5.0, 1.0, 1.0))
+    two = make_plan(fingerprint(one, one), CPU)
+    assert two.value("data.samples_per_volume") == 32 and two.source("data.samples_per_volume")
+    assert make_plan(fingerprint(one, one, one), CPU).value("data.samples_per_volume") == 22
+    four = make_plan(fingerprint(one, one, one, one), CPU)
+    assert "data.samples_per_volume" not in four.values  # 4 x 16 = 64 already
+    user = with_values(Params(), {"data.samples_per_volume": 5})
+    mine = make_plan(fingerprint(one, one), CPU, user, {"data.samples_per_volume"})
+    assert (
+        mine.value("data.samples_per_volume") == 5
+        and mine.source("data.samples_per_volume") == "user"
+    )
+    wide = make_plan(fingerprint(one, one), PlanConfig(crops_per_epoch=200))
+    assert wide.value("data.samples_per_volume") == 100
+
+
+def test_dataset_normalisation_is_planned_from_the_annotated_voxels() -> None:
+    from vesselseg.plan.fingerprint import IntensityStats
+
+    stats = IntensityStats(100, 2.0, 10.0, 90.0, 30.0, 12.0)
+    fp = Fingerprint((VolumeFingerprint("a", (15, 64, 64), (5.0, 1.0, 1.0), "um", 100, 20),))
+    fp = Fingerprint(fp.volumes, annotated=stats)
+    dataset = with_values(Params(), {"data.normalization": "dataset"})
+    assert make_plan(fp, CPU, dataset).value("data.intensity_stats") == [2.0, 90.0, 30.0, 12.0]
+    assert "data.intensity_stats" not in make_plan(fp, CPU).values  # volume: nothing to plan

@@ -43,6 +43,10 @@ class ModelMeta:
 
     ``spacing`` ``[z, y, x]`` and ``unit`` are the voxel size the model was trained at (what
     its training crops were resampled to), so inference can resample inputs to it.
+    ``intensity`` ``[lo, hi, mean, std]`` is the dataset-level normalisation it was trained
+    with (``data.normalization: dataset``; None: each volume's ``percentiles``). ``threshold``
+    is the mask threshold ``predict`` uses unless told otherwise: the calibrated one
+    (``info["calibration"]``) after ``train.calibrate_threshold``.
     """
 
     model: dict[str, Any]
@@ -56,6 +60,7 @@ class ModelMeta:
     # trained without known spacing (and for models saved before spacing existed)
     spacing: list[float] | None = None
     unit: str | None = None
+    intensity: list[float] | None = None  # dataset normalisation; None: per-volume percentiles
 
     def model_config(self, where: str) -> Any:
         """The :class:`~vesselseg.config.ModelConfig` of these settings (fields added since a
@@ -180,6 +185,18 @@ def load_weights(net: Any, state: dict[str, Any], failure: str) -> None:
     except RuntimeError as exc:
         first = str(exc).splitlines()[0]
         raise ModelFileError(f"{failure} ({first[:120]})") from None
+
+
+def update_settings(path: str | Path, **changes: Any) -> ModelMeta:
+    """Rewrite the settings beside the weights ``path`` with ``changes`` (atomically); a
+    ``.ckpt`` has no settings file and is refused."""
+    path = Path(path)
+    side = meta_path(path)
+    if path.suffix == ".ckpt" or not side.is_file():
+        raise ModelFileError(f"{path}: no settings file {side.name} to update")
+    meta = dataclasses.replace(read_settings(side), **changes)
+    write_text(side, meta.to_json())
+    return meta
 
 
 def load_meta(path: str | Path) -> ModelMeta:

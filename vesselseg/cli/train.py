@@ -6,7 +6,7 @@ Accepts seed 000's spellings too (``train unet --data_dir D --batch_size 12 …`
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -156,6 +156,7 @@ def train(
     values["data.crop_size"] = parse_size(crop_size, "--crop-size")
     values["model.norm"] = normalisation(normalization)
     from vesselseg.config import explicit_keys, multiview_params, with_values
+    from vesselseg.evaluation.calibrate import calibrate_model
     from vesselseg.plan import plan_for_training, summary_line
     from vesselseg.registry import resolve_model
     from vesselseg.training.fit import train_model
@@ -170,8 +171,15 @@ def train(
     result = train_model(p, out, resume, tags, pseudo_dir=pseudo, init=local_init)
     if is_worker_rank():
         return  # DDP: rank 0 reports
+    calibration = calibrate_model(p, result.model_path, result.run_id)
+    typer.echo(trained_line(result, p.train.monitor, calibration))
+
+
+def trained_line(result: Any, monitor: str, calibration: Any) -> str:
+    """The line ``vesselseg train`` ends with."""
     score = "n/a" if result.best_score is None else f"{result.best_score:.4f}"
-    typer.echo(
-        f"trained {result.epochs} epochs; best {p.train.monitor} {score}; model "
+    threshold = "" if calibration is None else f"; {calibration.line()}"
+    return (
+        f"trained {result.epochs} epochs; best {monitor} {score}{threshold}; model "
         f"{result.model_path}; checkpoints {result.checkpoint_dir}; MLflow run {result.run_id}"
     )

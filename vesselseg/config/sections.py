@@ -87,11 +87,19 @@ class DataConfig:
     # the training volumes (no resampling when none has a known spacing)
     target_spacing: Triple[Annotated[Float, Field(gt=0.0)]] | None = None
     scale_range: Float = Field(0.0, ge=0.0, lt=1.0)  # zoom each crop by U(1 - r, 1 + r)
+    # volume: each volume's percentiles -> 0..1; dataset: clip to the dataset's [lo, hi] and
+    # z-score with its mean and sd (nnU-Net's CT scheme), the same numbers for every volume
+    normalization: Literal["volume", "dataset"] = "volume"
+    # [lo, hi, mean, std] of the training volumes' annotated voxels (the plan fills it)
+    intensity_stats: Annotated[List[Float], Field(min_length=4, max_length=4)] | None = None
 
     @model_validator(mode="after")
     def _percentiles(self) -> DataConfig:
         if len(self.percentiles) != 2 or self.percentiles[0] >= self.percentiles[1]:
             raise ValueError("{percentiles} must be [low, high] with low < high")
+        stats = self.intensity_stats
+        if stats is not None and not (stats[0] < stats[1] and stats[3] > 0):
+            raise ValueError("{intensity_stats} must be [lo, hi, mean, std] with lo < hi, std > 0")
         return self
 
 
@@ -189,6 +197,9 @@ class TrainConfig:
     experiment: Str = "vesselseg"
     run_name: Str = ""
     overlay_every_n_epochs: Int = Field(5, ge=0)
+    # after training: the threshold maximising Dice on the validation volumes' annotated
+    # voxels becomes the model's (predict uses it unless infer.threshold / --threshold is set)
+    calibrate_threshold: Bool = True
 
 
 @dataclass(config=_STRICT)
@@ -210,7 +221,8 @@ class InferConfig:
     skip_empty: Bool | None = None
     tissue_threshold: Float | None = None  # raw intensity: voxels >= this are tissue
     tissue_mask: Str | None = None  # a volume (non-zero: tissue), or a folder of them by name
-    threshold: Float = Field(0.5, gt=0.0, lt=1.0)
+    # mask = probability >= threshold; None: the model's own (calibrated at training, else 0.5)
+    threshold: Annotated[Float, Field(gt=0.0, lt=1.0)] | None = None
     prob_dtype: Literal["float32", "float16", "uint8"] = "float32"
     out_format: Literal["npy", "zarr", "ome-zarr", "tiff", "nifti"] = "npy"
     chunk_size: Size[Annotated[Int, Field(ge=1)]] = Field([64, 64, 64])  # zarr outputs' chunks
@@ -313,8 +325,10 @@ class PlanConfig:
     of an axis coarser than ``anisotropy_threshold`` times the others is its 10th percentile.
     Pooling stops when a pooled side would fall below ``min_feature_map`` voxels or at
     ``max_depth`` levels. A ``unet2d`` view is kept when its slices are at least
-    ``min_view_pixels`` wide. Keys in ``keep`` are kept as params.yaml has them, like keys
-    that differ from the defaults or are given on the command line.
+    ``min_view_pixels`` wide. An epoch draws at least ``crops_per_epoch`` crops: with few
+    training volumes ``data.samples_per_volume`` is raised to reach it. Keys in ``keep`` are
+    kept as params.yaml has them, like keys that differ from the defaults or are given on the
+    command line.
     """
 
     enabled: Bool = True
@@ -327,6 +341,7 @@ class PlanConfig:
     min_view_pixels: Int = Field(32, ge=1)
     min_batch_size: Int = Field(2, ge=1)
     max_batch_size: Int = Field(8, ge=1)
+    crops_per_epoch: Int = Field(64, ge=1)
     keep: List[Str] = Field([])
 
     @model_validator(mode="after")

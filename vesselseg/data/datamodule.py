@@ -25,12 +25,27 @@ from vesselseg.data.datasets import (
     VolumeEntry,
     prepare_volumes,
 )
+from vesselseg.data.normalize import DatasetIntensity
 from vesselseg.data.target_spacing import resolve_target_spacing
-from vesselseg.errors import DatasetError
+from vesselseg.errors import ConfigError, DatasetError
 from vesselseg.io.dataset import discover_dataset
 from vesselseg.io.spacing import VoxelSize
 
 log = logging.getLogger(__name__)
+
+
+def dataset_intensity(cfg: DataConfig) -> DatasetIntensity | None:
+    """The dataset-level statistics every volume is normalised with (``data.normalization:
+    dataset``), or None for per-volume percentiles; dataset normalisation without
+    ``data.intensity_stats`` (which the plan fills) is a :class:`ConfigError`."""
+    if cfg.normalization != "dataset":
+        return None
+    if cfg.intensity_stats is None:
+        raise ConfigError(
+            "data.normalization: dataset needs data.intensity_stats [lo, hi, mean, std]; "
+            "the plan fills them in (plan.enabled: true) or set them yourself"
+        )
+    return DatasetIntensity.from_list(cfg.intensity_stats)
 
 
 class VesselDataModule(pl.LightningDataModule):
@@ -83,7 +98,11 @@ class VesselDataModule(pl.LightningDataModule):
 
     def _prepare(self, samples: list) -> list[VolumeEntry]:
         return prepare_volumes(
-            samples, self.data_cfg.percentiles, self.cache_dir, self.max_index_points
+            samples,
+            self.data_cfg.percentiles,
+            self.cache_dir,
+            self.max_index_points,
+            dataset_intensity(self.data_cfg),
         )
 
     def _training_volumes(self) -> tuple[list[VolumeEntry], list[float] | None]:

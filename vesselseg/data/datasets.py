@@ -1,7 +1,8 @@
 """Torch datasets of 3D crops: random augmented crops for training, fixed crops for validation.
 
 Items are ``(image, label)``: ``image`` float32 ``[1, z, y, x]`` normalised with the volume's
-percentiles, ``label`` uint8 ``[1, z, y, x]`` (0 not annotated, 1 vessel, 2 background).
+percentiles (or the dataset's statistics, ``data.normalization: dataset``), ``label`` uint8
+``[1, z, y, x]`` (0 not annotated, 1 vessel, 2 background).
 
 With ``views`` (2D/2.5D "multiview" models) an item is a stack of ``context`` neighbouring
 slices along one of the ``views`` axes, moved to the front: ``image`` ``[1, context, h, w]``
@@ -43,7 +44,12 @@ from vesselseg.config import DataConfig, as_triple
 from vesselseg.data.annotation_index import AnnotationIndex, load_or_build_index
 from vesselseg.data.augment import augment
 from vesselseg.data.crops import CropSampler, Triple, Where, slab_size
-from vesselseg.data.normalize import IntensityStats, load_or_compute_stats, normalize
+from vesselseg.data.normalize import (
+    DatasetIntensity,
+    IntensityStats,
+    load_or_compute_stats,
+    normaliser,
+)
 from vesselseg.data.target_spacing import source_step
 from vesselseg.errors import DatasetError
 from vesselseg.io.dataset import Sample, validate_training_set
@@ -55,12 +61,23 @@ log = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class VolumeEntry:
     """What a dataset needs to know about one volume (picklable: paths, index, stats, voxel
-    size)."""
+    size). ``intensity`` (dataset normalisation) replaces the volume's percentiles ``stats``
+    when given."""
 
     sample: Sample
     index: AnnotationIndex
     stats: IntensityStats
     voxel_size: VoxelSize = UNKNOWN
+    intensity: DatasetIntensity | None = None
+
+    def normalize(self, raw: np.ndarray) -> np.ndarray:
+        """Raw intensities → network input, as inference will do it."""
+        return normaliser(self.stats, self.intensity)[0](raw)
+
+    @property
+    def pad_value(self) -> float:
+        """The raw value padding stands for (the transform's floor)."""
+        return normaliser(self.stats, self.intensity)[1]
 
 
 def prepare_volumes(
@@ -68,11 +85,12 @@ def prepare_volumes(
     percentiles: Sequence[float],
     cache_dir: str | Path | None = None,
     max_index_points: int = 2_000_000,
+    intensity: DatasetIntensity | None = None,
 ) -> list[VolumeEntry]:
     """Validate ``samples`` and load (or build and cache) their annotation index and stats.
 
     Volumes without any annotated voxel are dropped with a warning. Each entry keeps its
-    image's voxel size.
+    image's voxel size, and ``intensity`` (dataset normalisation; None: per volume).
     """
     validate_training_set(list(samples))
     entries = []
@@ -83,7 +101,7 @@ def prepare_volumes(
             continue
         image = sample.open_image()
         stats = load_or_compute_stats(image, percentiles, cache_dir)
-        entries.append(VolumeEntry(sample, index, stats, image.voxel_size))
+        entries.append(VolumeEntry(sample, index, stats, image.voxel_size, intensity))
     if not entries:
         raise DatasetError(f"{samples[0].image.parent}: no annotated volume")
     return entries
@@ -201,7 +219,7 @@ class _CropDatasetBase(Dataset):
                 self.region_size(axis),
                 self.min_vessel_voxels,
                 self.background_crop_fraction,
-                image_pad_value=entry.stats.lo,
+                image_pad_value=entry.pad_value,
                 center_axis=axis,
                 step=source_step(entry.voxel_size, self.target_spacing),
                 scale_range=self.scale_range,
@@ -277,8 +295,7 @@ class RandomCropDataset(_CropDatasetBase):
         volume = self.volume_of(key, rng)
         axis = self.pick_axis(rng)
         image, label = self.to_item(*self.sampler(volume, axis).sample(rng), axis)
-        stats = self.volumes[volume].stats
-        image = normalize(image, stats.lo, stats.hi)
+        image = self.volumes[volume].normalize(image)
         if self.augmentation is not None:
             a = self.augmentation
             image, label = augment(
@@ -364,7 +381,6 @@ class FixedCropDataset(_CropDatasetBase):
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
         volume, axis, where = self.crops[i]
         sampler = self.sampler(volume, axis)
-        stats = self.volumes[volume].stats
         image, label = sampler.read_image(where), sampler.read_label(where)
-        image, label = self.to_item(normalize(image, stats.lo, stats.hi), label, axis)
+        image, label = self.to_item(self.volumes[volume].normalize(image), label, axis)
         return self._to_tensors(image, label, axis)

@@ -1,10 +1,17 @@
-"""Per-volume intensity normalisation from robust percentiles.
+"""Intensity normalisation: per-volume robust percentiles, or dataset-level statistics.
 
 The percentiles (``DataConfig.percentiles``, e.g. ``[0.5, 99.5]``) are estimated from a
 bounded subsample: at most ``max_planes`` evenly spaced z-planes are read, and at most
 ``max_samples`` voxels drawn at random from them, so the cost does not grow with the volume.
 They are cached as JSON beside the image (``<image>.stats.json``) or under a cache folder,
 keyed by the image's path + size + mtime. :func:`normalize` maps ``lo → 0`` and ``hi → 1``.
+
+With ``data.normalization: dataset`` every volume gets the same transform instead
+(:class:`DatasetIntensity`, nnU-Net's CT scheme): clip to the dataset's ``[lo, hi]`` (0.5/99.5
+percentiles of the annotated training voxels), subtract their mean, divide by their standard
+deviation (:func:`zscore`). The numbers come from the plan's fingerprint and travel with the
+model, so inference normalises exactly as training did. :func:`normaliser` picks the one a
+volume gets.
 """
 
 from __future__ import annotations
@@ -88,6 +95,45 @@ def normalize(
     if clip is not None:
         np.clip(out, clip[0], clip[1], out=out)
     return out
+
+
+@dataclass(frozen=True)
+class DatasetIntensity:
+    """Dataset-level intensity statistics: clip to ``[lo, hi]``, then ``(x - mean) / std``."""
+
+    lo: float
+    hi: float
+    mean: float
+    std: float
+
+    @classmethod
+    def from_list(cls, values: Sequence[float]) -> DatasetIntensity:
+        lo, hi, mean, std = (float(v) for v in values)
+        return cls(lo, hi, mean, std)
+
+    def as_list(self) -> list[float]:
+        return [self.lo, self.hi, self.mean, self.std]
+
+
+def zscore(array: np.ndarray, lo: float, hi: float, mean: float, std: float) -> np.ndarray:
+    """``(clip(array, lo, hi) - mean) / std`` as float32 (``std <= 0`` counts as 1). Any shape."""
+    out = np.clip(np.asarray(array, dtype=np.float32), np.float32(lo), np.float32(hi))
+    out -= np.float32(mean)
+    out *= np.float32(1.0 / std if std > 0 else 1.0)
+    return out
+
+
+def normaliser(stats: IntensityStats | None, dataset: DatasetIntensity | None) -> tuple[Any, float]:
+    """``(raw array -> network input, raw pad value)``: the dataset transform when ``dataset``
+    is given, else the volume's percentiles ``stats``. The pad value is the raw intensity that
+    maps to the transform's floor (``lo`` of either)."""
+    if dataset is not None:
+        d = dataset
+        return (lambda a: zscore(a, d.lo, d.hi, d.mean, d.std)), d.lo
+    if stats is None:
+        raise ValueError("normaliser: give the volume's stats or the dataset's intensity")
+    lo, hi = stats.lo, stats.hi
+    return (lambda a: normalize(a, lo, hi)), lo
 
 
 def load_or_compute_stats(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -61,10 +62,12 @@ def evaluate_dataset(
     store). ``resolve`` turns registry URIs among an ensemble's members into files.
     Surface Dice is measured in each volume's voxel size (``cfg.spacing`` overrides the files)
     with ``tolerance`` in its unit, or on unit voxels with ``tolerance_in_voxels``."""
+    from vesselseg.inference.loader import resolved_threshold
     from vesselseg.inference.run import ensure_predictions
     from vesselseg.plots import write_pr_curve
 
     data_dir, model, pred_dir = Path(data_dir), Path(model), Path(pred_dir)
+    cfg = dataclasses.replace(cfg, threshold=resolved_threshold(cfg, model, resolve))
     metrics_path, plots_dir = resolve_outputs(data_dir, model, metrics_path, plots_dir, dvc_yaml)
     scored = scored_samples(data_dir)
     dataset = dataset_ref(data_dir)

@@ -95,7 +95,7 @@ def predict_blocks(
     chunks = output_chunks(shape, cfg.chunk_size)
     layout = BlockLayout(
         key, shape, chunks, z_blocks(shape[0], chunks[0]), cfg.out_format, cfg.prob_dtype,
-        cfg.threshold, volume.voxel_size,
+        model.mask_threshold(cfg), volume.voxel_size,
     )  # fmt: skip
     store = SharedStore.open(paths, layout)
     todo = [b for b in blocks if not (opts.resume and store.done(b))]

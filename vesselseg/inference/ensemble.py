@@ -117,11 +117,18 @@ def _member_metas(
 
 
 def check_same_normalisation(metas: Sequence[Any], where: str | Path) -> None:
-    """Members see one normalised window: their intensity percentiles must be equal."""
+    """Members see one normalised window: their intensity percentiles (or dataset-level
+    statistics) must be equal."""
     if any(m.percentiles != metas[0].percentiles for m in metas):
         raise ConfigError(
             f"{where}: ensemble members normalise intensities differently "
             f"({[m.percentiles for m in metas]}); train them with the same data.percentiles"
+        )
+    if any(getattr(m, "intensity", None) != getattr(metas[0], "intensity", None) for m in metas):
+        raise ConfigError(
+            f"{where}: ensemble members normalise intensities differently "
+            f"({[getattr(m, 'intensity', None) for m in metas]}); train them with the same "
+            "data.normalization and data.intensity_stats"
         )
 
 
@@ -150,6 +157,7 @@ def load_ensemble(path: str | Path, load_member: LoadMember) -> tuple[Any, Any]:
         info={"members": [{"model": m, "weight": w} for m, w in members]},
         spacing=list(size.spacing) if size else None,
         unit=size.unit if size else None,
+        intensity=metas[0].intensity,
     )
     return EnsembleNet([net for net, _ in loaded], weights).eval(), meta
 

@@ -98,6 +98,12 @@ class PreparedModel:
     device: str
     voxel_size: VoxelSize | None = None  # the training voxel size (None: not recorded)
     batch_size: int = 2  # windows per network call (``infer.batch_size``, ``auto`` resolved)
+    threshold: float = 0.5  # the model's own mask threshold (calibrated at training)
+    intensity: list[float] | None = None  # dataset normalisation [lo, hi, mean, std]
+
+    def mask_threshold(self, cfg: InferConfig) -> float:
+        """``infer.threshold`` (``--threshold``) when set, else the model's own."""
+        return self.threshold if cfg.threshold is None else cfg.threshold
 
 
 NetHook = Callable[[PredictFn], PredictFn]

@@ -132,7 +132,10 @@ def prepare_model(
     path = Path(str(model))
     key = {"weights": fingerprint_of(path)}
     size = model_voxel_size(meta)
-    return PreparedModel(path, key, predict_fn, list(meta.percentiles), tile, str(dev), size, batch)
+    return PreparedModel(
+        path, key, predict_fn, list(meta.percentiles), tile, str(dev), size, batch,
+        threshold=float(meta.threshold), intensity=meta.intensity,
+    )  # fmt: skip
 
 
 def _batch_size(

@@ -2,7 +2,8 @@
 
 The volume is opened lazily (with ``infer.spacing`` overriding its voxel size when given), its
 intensity percentiles estimated (the model's ``meta.percentiles``, via
-:mod:`vesselseg.data.normalize`), and it is streamed through
+:mod:`vesselseg.data.normalize`; a model trained with dataset normalisation applies its own
+``meta.intensity`` instead), and it is streamed through
 :class:`~vesselseg.inference.predictor.StreamingPredictor` into a
 :class:`~vesselseg.inference.outputs.PredictionWriter` whose outputs are renamed when complete.
 An input at another voxel size than the model's (:func:`~vesselseg.inference.voxels.
@@ -109,7 +110,7 @@ def predict_volume(
     predictor, key = _predictor(path, volume, source, model, opts, name)
     if scale is None:
         writer = PredictionWriter(
-            paths, vshape, cfg.out_format, cfg.prob_dtype, cfg.threshold, key,
+            paths, vshape, cfg.out_format, cfg.prob_dtype, model.mask_threshold(cfg), key,
             predictor.plan.n_tiles, opts.resume, voxel_size=volume.voxel_size,
             chunks=output_chunks(vshape, cfg.chunk_size),
         )  # fmt: skip
@@ -128,26 +129,32 @@ def _predictor(
     name: str = "",
 ) -> tuple[StreamingPredictor, dict[str, Any]]:  # fmt: skip
     """The predictor over ``source`` (``volume`` itself or its view on the model grid) and the
-    resume key of its output; intensities are normalised with ``volume``'s percentiles
-    (``name``: the input's, for a folder of tissue masks)."""
-    from vesselseg.data.normalize import load_or_compute_stats
+    resume key of its output; intensities are normalised with ``volume``'s percentiles, or
+    with the training set's statistics when the model carries them (``name``: the input's, for
+    a folder of tissue masks)."""
+    from vesselseg.data.normalize import DatasetIntensity, load_or_compute_stats
 
     cfg = opts.cfg
     grid = make_grid(source.shape, model.tile, cfg.overlap, cfg.blend, cfg.border)
     check_memory(grid, model.batch_size, opts.max_buffer_bytes)
-    stats = load_or_compute_stats(volume, model.percentiles)
-    release_pages(getattr(volume, "_array", None))  # pages read for the percentiles
+    if model.intensity is not None:  # the training set's statistics, not this volume's
+        dataset = DatasetIntensity.from_list(model.intensity)
+        stats, intensity = None, tuple(dataset.as_list())
+    else:
+        dataset, stats = None, load_or_compute_stats(volume, model.percentiles)
+        release_pages(getattr(volume, "_array", None))  # pages read for the percentiles
+        intensity = (stats.lo, stats.hi)
     predictor = StreamingPredictor(
         model.predict_fn,
         grid,
         batch_size=model.batch_size,
-        preprocess=_normaliser(path, stats.lo, stats.hi),
+        preprocess=_normaliser(path, stats, dataset),
         max_buffer_bytes=opts.max_buffer_bytes,
         release_input=lambda: release_pages(getattr(volume, "_array", None)),
         device=model.device,
         tissue=tissue_for(cfg, name or path.name, volume, source),
     )
-    return predictor, resume_key(path, model, cfg, predictor, (stats.lo, stats.hi))
+    return predictor, resume_key(path, model, cfg, predictor, intensity)
 
 
 def _predict_into(
@@ -187,8 +194,9 @@ def _predict_resampled(
     n_tiles = predictor.plan.n_tiles
     store = GridWriter(paths.grid, scale.grid, key, n_tiles, opts.resume)
     _predict_into(predictor, view, store, result, name, opts)
+    # the mask threshold resolved for this run (``--threshold`` or the model's) is in the key
     writer = PredictionWriter(
-        paths, shape, cfg.out_format, cfg.prob_dtype, cfg.threshold, key, n_tiles, False,
+        paths, shape, cfg.out_format, cfg.prob_dtype, key["threshold"], key, n_tiles, False,
         voxel_size=voxel_size, chunks=output_chunks(shape, cfg.chunk_size),
     )  # fmt: skip
     planes = -(-predictor.grid.tile[0] * shape[0] // scale.grid[0])  # a tile's depth, input grid
@@ -203,12 +211,15 @@ def _predict_resampled(
     result.resample_peak_bytes = int(max(view.peak_bytes, back["peak_bytes"]))
 
 
-def _normaliser(path: Path, lo: float, hi: float) -> Callable[[np.ndarray], np.ndarray]:
-    """Raw input → normalised float32 network input; NaN or infinite values are an error."""
-    from vesselseg.data.normalize import normalize
+def _normaliser(path: Path, stats: Any, dataset: Any) -> Callable[[np.ndarray], np.ndarray]:
+    """Raw input → normalised float32 network input (the volume's percentiles ``stats``, or
+    the model's ``dataset`` statistics); NaN or infinite values are an error."""
+    from vesselseg.data.normalize import normaliser
+
+    transform = normaliser(stats, dataset)[0]
 
     def preprocess(raw: np.ndarray) -> np.ndarray:
-        data = normalize(raw, lo, hi)
+        data = transform(raw)
         if not np.isfinite(data).all():
             raise NonFiniteError(f"{path}: NaN or infinite intensities")
         return data
@@ -221,7 +232,7 @@ def resume_key(
     model: PreparedModel,
     cfg: InferConfig,
     predictor: StreamingPredictor,
-    intensity: tuple[float, float],
+    intensity: tuple[float, ...],
 ) -> dict[str, Any]:
     """Everything the output of ``path`` depends on: ``--resume`` continues only on a match."""
     return {
@@ -237,7 +248,7 @@ def resume_key(
         "precision": cfg.precision,
         "compile": cfg.compile,
         "skip_empty": predictor.tissue.key if predictor.tissue is not None else None,
-        "threshold": cfg.threshold,
+        "threshold": model.mask_threshold(cfg),
         "prob_dtype": cfg.prob_dtype,
         "block": list(predictor.block) if predictor.block else None,
         "device": model.device,

@@ -30,6 +30,10 @@ A pure function (no files, no torch, no clock). The rules, in order:
    ``cfg.min_view_pixels`` (a 15 x 512 x 512 stack keeps only ``z``); slices get ``4 *
    crop_voxels**(2/3)`` pixels (96² on CPU), physically square, capped by the extents; depth
    from the same feature-map rule; batch as in 6.
+9. **Intensity** — with ``data.normalization: dataset``, ``data.intensity_stats`` from the
+   annotated voxels (0.5/99.5 percentiles, mean, sd): every volume is normalised alike.
+10. **Epoch** — ``data.samples_per_volume`` is raised (never lowered) so that an epoch
+   draws at least ``cfg.crops_per_epoch`` crops from the annotated volumes.
 
 Every value records its source: ``"user"`` for keys in ``explicit`` (taken from ``params``
 as they are, and used by the later rules: a user's crop fixes the topology's input),
@@ -132,7 +136,35 @@ def make_plan(
     )
     views_2d = _plan_2d(ctx, target, extent, voxels, total)
     _plan_3d(ctx, target, extent, voxels, total, views_2d)
+    _plan_intensity(ctx)
+    _plan_epoch(ctx)
     return ctx.plan
+
+
+def _plan_epoch(ctx: _Context) -> None:
+    """``data.samples_per_volume`` raised so that an epoch draws at least
+    ``plan.crops_per_epoch`` crops (nnU-Net fixes the iterations of an epoch, not the crops
+    per case): two training volumes would otherwise get half the optimiser steps of four.
+    Recorded only where it raises the configured value."""
+    volumes = ctx.fingerprint.volumes
+    annotated = [v for v in volumes if v.annotated_voxels] or list(volumes)
+    have = ctx.params.data.samples_per_volume
+    need = math.ceil(ctx.cfg.crops_per_epoch / len(annotated))
+    if need > have or ctx.user("data.samples_per_volume"):
+        note = f"{ctx.cfg.crops_per_epoch} crops an epoch over {len(annotated)} volume(s)"
+        ctx.put("data.samples_per_volume", max(need, have), note)
+
+
+def _plan_intensity(ctx: _Context) -> None:
+    """``data.normalization: dataset`` (nnU-Net's CT scheme): the annotated voxels' 0.5 and
+    99.5 percentiles (the clip) and their mean and standard deviation (the z-score)."""
+    stats = ctx.fingerprint.annotated
+    if ctx.params.data.normalization != "dataset" or stats is None:
+        return
+    value = [round(float(v), 6) for v in (stats.p0_5, stats.p99_5, stats.mean, stats.std)]
+    if not (value[0] < value[1] and value[3] > 0):  # a flat dataset: clip nothing away
+        value = [value[0], value[0] + 1.0, value[2], max(value[3], 1.0)]
+    ctx.put("data.intensity_stats", value, "annotated voxels: 0.5/99.5 percentiles, mean, sd")
 
 
 def _target_spacing(ctx: _Context) -> tuple[float, float, float]:

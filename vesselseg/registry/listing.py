@@ -22,6 +22,7 @@ class ModelRow:
     run_id: str
     created: str
     data_version: str = ""
+    threshold: str = ""  # the version's mask threshold (``calibrated`` marks a calibrated one)
 
     def as_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -50,14 +51,27 @@ def list_models(name: str = "vesselseg", root: str | Path | None = None) -> list
                 run_id=str(v.run_id or ""),
                 created=created.strftime("%Y-%m-%d %H:%M:%S UTC"),
                 data_version=tags.get("data_version", ""),
+                threshold=threshold_cell(tags),
             )
         )
     return sorted(rows, key=lambda r: int(r.version), reverse=True)
 
 
+def threshold_cell(tags: dict[str, str]) -> str:
+    """``0.35 (calibrated)``, ``0.5`` or ``""`` (versions registered before thresholds were)."""
+    value = tags.get("threshold")
+    if value is None:
+        return ""
+    try:
+        text = f"{float(value):.2f}"
+    except ValueError:
+        return value
+    return f"{text} (calibrated)" if tags.get("threshold_source") == "calibrated" else text
+
+
 def format_models(name: str, rows: list[ModelRow]) -> list[str]:
     """A plain-text table of :func:`list_models` rows."""
-    header = ["version", "aliases", "metric", "run id", "data version", "created"]
+    header = ["version", "aliases", "metric", "threshold", "run id", "data version", "created"]
     table = [header]
     for r in rows:
         value = "n/a" if r.metric is None else f"{r.metric_name} {r.metric:.4f}"
@@ -66,6 +80,7 @@ def format_models(name: str, rows: list[ModelRow]) -> list[str]:
                 r.version,
                 ",".join(r.aliases) or "-",
                 value,
+                r.threshold or "-",
                 r.run_id or "-",
                 r.data_version or "-",
                 r.created,

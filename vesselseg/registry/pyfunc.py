@@ -121,6 +121,9 @@ def log_pyfunc(
                 "vesselseg_format": meta.format,
                 "weights_sha256": tags["weights_sha256"],
                 "data_version": tags["data_version"],
+                "threshold": float(meta.threshold),  # predict's mask threshold (calibrated)
+                "threshold_calibrated": "calibration" in meta.info,
+                "normalization": "volume" if meta.intensity is None else "dataset",
             },
         )
         scores = {f"registered_{k}": v for k, v in metrics.items() if k not in VOXEL_COUNTS}

@@ -108,6 +108,8 @@ def version_tags(
         "metric_name": metric,
         "metric_source": source,
         "model": str(meta.model.get("name", "")),
+        "threshold": repr(float(meta.threshold)),
+        "threshold_source": "calibrated" if "calibration" in meta.info else "default",
     }
     data = dvc_data_hashes(dvc_lock)
     for rel, md5 in data.items():

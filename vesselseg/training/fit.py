@@ -127,6 +127,15 @@ def trained_spacing(spacing: Any) -> dict[str, Any]:
     return {"spacing": [float(v) for v in spacing.spacing], "unit": spacing.unit}
 
 
+def trained_intensity(data_cfg: Any) -> list[float] | None:
+    """``ModelMeta.intensity``: the dataset statistics of ``data.normalization: dataset``
+    (checked by the datamodule), None for per-volume percentiles."""
+    from vesselseg.data.datamodule import dataset_intensity
+
+    stats = dataset_intensity(data_cfg)
+    return None if stats is None else stats.as_list()
+
+
 def spacing_params(meta: Any) -> dict[str, Any]:
     """The resolved ``data.target_spacing`` (and its unit) as logged MLflow params."""
     return {"data.target_spacing": meta.spacing, "data.target_unit": meta.unit}
@@ -212,8 +221,9 @@ def _train(
         percentiles=list(params.data.percentiles),
         tile_size=list(as_triple(params.infer.tile_size)),
         overlap=params.infer.overlap,
-        threshold=params.infer.threshold,
+        threshold=params.infer.threshold or 0.5,  # calibrated after training (the CLI)
         **trained_spacing(datamodule.spacing),
+        intensity=trained_intensity(params.data),
     )
     net = build_model(params.model)
     if init is not None and not resume:
