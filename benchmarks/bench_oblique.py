@@ -65,6 +65,7 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     parser.add_argument("--max-deg", type=float, default=30.0)
     parser.add_argument("--epochs", type=int, default=None, help="multiview.max_epochs")
+    parser.add_argument("--only", choices=["axis", "oblique"], help="train one setting only")
     parser.add_argument("--keep", action="store_true", help="keep the scratch folder")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="bench-oblique-"))
@@ -74,7 +75,8 @@ def main() -> None:
         vesselseg(work, "synth", "data/raw")
         vesselseg(work, "prepare", "--out", "data/prepared.json", "--plan-out", "plans.json")
         rows, by_setting = [], {}
-        for tilt in (None, args.max_deg):
+        tilts = {"axis": [None], "oblique": [args.max_deg]}.get(args.only, [None, args.max_deg])
+        for tilt in tilts:
             setting = f"oblique ≤{args.max_deg:g}°" if tilt else "axis-aligned"
             for seed in args.seeds:
                 r = train_and_score(work, seed, tilt, args.epochs)
