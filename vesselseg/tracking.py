@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -240,7 +241,23 @@ def log_datasets(
         for ref, context in datasets
     ]
     if inputs:
-        client(root).log_inputs(run_id, datasets=inputs)
+        _log_inputs_retrying(client(root), run_id, inputs)
+
+
+def _log_inputs_retrying(c: Any, run_id: str, inputs: list[Any], attempts: int = 5) -> None:
+    """``log_inputs``, retried when another process inserted the same dataset between the
+    store's lookup and its insert (parallel tuning workers log the same train/val folders):
+    the retry finds the dataset and links it instead of inserting it again."""
+    from mlflow.exceptions import MlflowException
+
+    for attempt in range(attempts):
+        try:
+            c.log_inputs(run_id, datasets=inputs)
+            return
+        except MlflowException as error:
+            if "UNIQUE constraint failed" not in str(error) or attempt == attempts - 1:
+                raise
+            time.sleep(0.05 * (attempt + 1))
 
 
 def metric_history(

@@ -223,7 +223,7 @@ class _CropDatasetBase(Dataset):
                 center_axis=axis,
                 step=source_step(entry.voxel_size, self.target_spacing),
                 scale_range=self.scale_range,
-                oblique_max_deg=self.oblique_max_deg if axis is not None else 0.0,
+                oblique_max_deg=self.oblique_max_deg,  # 0 unless slab items
                 sample_spacing=(
                     (1.0, 1.0, 1.0) if self.target_spacing is None else self.target_spacing.spacing
                 ),

@@ -99,7 +99,6 @@ def calibrate_threshold(
     from vesselseg.inference.run import ensure_predictions
     from vesselseg.io.dataset import discover_dataset
     from vesselseg.metrics import threshold_sweep
-    from vesselseg.metrics.confusion import SweepCounts
 
     samples = [s for s in discover_dataset(val_dir) if s.mask is not None]
     if not samples:
@@ -114,10 +113,7 @@ def calibrate_threshold(
             mask = sample.open_mask()
             sweep = threshold_sweep(open_probabilities(probs[sample.id]), mask, grid, sparse=True)
             annotated += int(sweep.tp[0] + sweep.fp[0] + sweep.fn[0] + sweep.tn[0])
-            total = sweep if total is None else SweepCounts(
-                total.thresholds, total.tp + sweep.tp, total.fp + sweep.fp,
-                total.fn + sweep.fn, total.tn + sweep.tn,
-            )  # fmt: skip
+            total = sweep if total is None else total + sweep
     assert total is not None
     return calibration_from_counts(total, len(samples), annotated)
 

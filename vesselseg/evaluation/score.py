@@ -80,15 +80,9 @@ def best_threshold(
         # interior thresholds only: 0 and 1 would make every or no voxel vessel
         grid = threshold_grid(n_thresholds)[1:-1]
         sweep = threshold_sweep(open_probabilities(probs[sample.id]), truth, grid, sparse=sparse)
-        total = sweep if total is None else _add_sweeps(total, sweep)
+        total = sweep if total is None else total + sweep
     assert total is not None
     return total.best()
-
-
-def _add_sweeps(a: Any, b: Any) -> Any:
-    from vesselseg.metrics.confusion import SweepCounts
-
-    return SweepCounts(a.thresholds, a.tp + b.tp, a.fp + b.fp, a.fn + b.fn, a.tn + b.tn)
 
 
 def voxel_sizes(

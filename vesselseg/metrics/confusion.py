@@ -86,6 +86,15 @@ class SweepCounts:
     def at(self, i: int) -> Confusion:
         return Confusion(int(self.tp[i]), int(self.fp[i]), int(self.fn[i]), int(self.tn[i]))
 
+    def __add__(self, other: SweepCounts) -> SweepCounts:
+        """The counts of both (e.g. summed over volumes), at the same thresholds."""
+        if not np.array_equal(self.thresholds, other.thresholds):
+            raise ValueError("only sweeps over the same thresholds add up")
+        return SweepCounts(
+            self.thresholds, self.tp + other.tp, self.fp + other.fp, self.fn + other.fn,
+            self.tn + other.tn,
+        )  # fmt: skip
+
     def dice(self) -> np.ndarray:
         return np.array([self.at(i).dice for i in range(len(self.thresholds))])
 
