@@ -37,3 +37,21 @@ def test_log_inputs_gives_up_and_passes_other_errors_on() -> None:
     with pytest.raises(MlflowException, match="no such run"):
         tracking._log_inputs_retrying(other, "run", ["x"])
     assert len(other.calls) == 1
+
+
+def test_experiment_created_meanwhile_by_another_worker_is_reused(
+    tmp_path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from mlflow.tracking import MlflowClient
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    root = tmp_path / "mlruns"
+    first = tracking.ensure_experiment("race", root)
+    lookup = MlflowClient.get_experiment_by_name
+    misses = iter([True])  # the first lookup runs before the other worker's insert
+
+    def late_lookup(self: MlflowClient, name: str) -> Any:
+        return None if next(misses, False) else lookup(self, name)
+
+    monkeypatch.setattr(MlflowClient, "get_experiment_by_name", late_lookup)
+    assert tracking.ensure_experiment("race", root) == first

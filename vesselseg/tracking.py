@@ -72,9 +72,18 @@ def ensure_experiment(name: str, root: str | Path | None = None) -> str:
     location = artifact_root(root)
     if location:
         location = f"{location}/{name}"
-    return client.create_experiment(
-        name, artifact_location=location, tags={EXPERIMENT_KIND_TAG: TRAINING_KIND}
-    )
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return client.create_experiment(
+            name, artifact_location=location, tags={EXPERIMENT_KIND_TAG: TRAINING_KIND}
+        )
+    except MlflowException:
+        # another process (a parallel tuning worker, a shard) created it first
+        found = client.get_experiment_by_name(name)
+        if found is None:
+            raise
+        return found.experiment_id
 
 
 def ui_url(
