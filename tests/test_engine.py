@@ -460,3 +460,35 @@ def test_cli_engine_options(model_file: Path, tmp_path: Path) -> None:
     ):
         result = CliRunner().invoke(app, [*base, *bad])
         assert result.exit_code == 2 and message in result.output, result.output
+
+
+def test_writer_thread_writes_what_was_finished_before_a_failure() -> None:
+    """A run failing while the sink is slow still writes the cells and checkpoints queued
+    before the failure, in order, so the resume point does not depend on thread timing."""
+    import threading
+
+    from vesselseg.inference.blender import Finished
+    from vesselseg.inference.sinks import ArraySink
+    from vesselseg.inference.writer import SinkThread
+
+    gate = threading.Event()
+
+    class SlowSink(ArraySink):
+        def write(self, z: slice, y: slice, x: slice, values: np.ndarray) -> None:
+            gate.wait()
+            super().write(z, y, x, values)
+
+    sink = SlowSink((4, 2, 2))
+    out = SinkThread(sink)
+    for z in range(3):
+        out.write(
+            Finished((slice(z, z + 1), slice(0, 2), slice(0, 2)), np.full((1, 2, 2), z + 1.0))
+        )
+        out.checkpoint(z + 1)
+    try:
+        raise KeyboardInterrupt  # the predictor fails while the thread waits on the sink
+    except KeyboardInterrupt:
+        gate.set()
+        out.close(reraise=False)
+    assert sink.checkpoints == [1, 2, 3]
+    assert sink.array[:3, 0, 0].tolist() == [1.0, 2.0, 3.0] and np.isnan(sink.array[3]).all()

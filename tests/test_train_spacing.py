@@ -516,3 +516,57 @@ def test_resampling_cost_of_a_48_crop(fine_and_coarse: dict, capsys) -> None:
     with capsys.disabled():
         print(f"\nresampled 48^3 crop (image + label): {1000 * min(times):.1f} ms")
     assert min(times) < 0.5
+
+
+# --------------------------------------------------------------------------- --spacing
+
+
+def test_spacing_option_overrides_every_training_volume(
+    tiny_dataset: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``--spacing`` on prepare, plan and train is the voxel size of every train/val volume
+    (the synthetic files say 1 x 1 x 1 um); a bad one is one line, exit 2, nothing written."""
+    from typer.testing import CliRunner
+
+    from vesselseg.cli import app
+    from vesselseg.io.dataset import discover_dataset
+
+    runner = CliRunner()
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    train, val = str(tiny_dataset / "train"), str(tiny_dataset / "val")
+    files = discover_dataset(train, require_masks=True)
+    assert files[0].open_image().voxel_size.spacing == (1.0, 1.0, 1.0)
+    given = discover_dataset(train, True, [2.0, 1.0, 1.0], "um")
+    assert all(s.open_image().voxel_size == voxel_size((2.0, 1.0, 1.0)) for s in given)
+    assert all(s.open_mask().voxel_size == voxel_size((2.0, 1.0, 1.0)) for s in given)
+    in_mm = discover_dataset(train, True, [0.002, 0.001, 0.001], "mm")
+    assert in_mm[0].open_mask().voxel_size == voxel_size((0.002, 0.001, 0.001), "mm")
+
+    spacing = ["--spacing", "2,1,1"]
+    plan = runner.invoke(app, ["plan", "--train-dir", train, *spacing, "--out", "plans.json"])
+    assert plan.exit_code == 0, plan.output
+    fingerprint = json.loads(Path("plans.json").read_text())["fingerprint"]
+    assert [v["spacing"] for v in fingerprint["volumes"]] == [[2.0, 1.0, 1.0]] * len(files)
+    args = ["--train-dir", train, "--val-dir", val, *spacing]
+    prepared = runner.invoke(app, ["prepare", *args, "--out", "prepared.json"])
+    assert prepared.exit_code == 0, prepared.output
+    summary = json.loads(Path("prepared.json").read_text())["splits"]
+    assert {v["unit"] for split in summary.values() for v in split.values()} == {UM}
+    assert [v["spacing"] for v in summary["val"].values()] == [[2.0, 1.0, 1.0]]
+
+    tiny = [a for kv in ("model.base_channels=4", "model.depth=2", "infer.tile_size=16")
+            for a in ("--set", kv)]  # fmt: skip
+    line = ["train", *args, "--crop-size", "16", "--samples-per-volume", "2", "--max-epochs",
+            "1", "--batch-size", "2", *tiny]  # fmt: skip
+    trained = runner.invoke(app, [*line, "--out", "m.pt"])
+    assert trained.exit_code == 0, trained.output
+    assert load_meta(tmp_path / "m.pt").spacing == [2.0, 1.0, 1.0]
+    for bad in ("0,1,1", "nan,1,1", "1,2"):
+        bad_line = ["train", "--train-dir", train, "--val-dir", val, "--spacing", bad]
+        result = runner.invoke(app, [*bad_line, "--out", "bad.pt"])
+        assert result.exit_code == 2 and len(result.output.strip().splitlines()) == 1
+        assert "--spacing" in result.output
+    assert not (tmp_path / "bad.pt").exists()
+    unit_alone = runner.invoke(app, ["plan", "--train-dir", train, "--unit", "mm"])
+    assert unit_alone.exit_code == 2 and "--unit" in unit_alone.output

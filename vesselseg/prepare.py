@@ -25,21 +25,26 @@ def prepare_data(cfg: DataConfig, out: str | Path) -> dict[str, Any]:
 
     summary: dict[str, Any] = {"percentiles": list(cfg.percentiles), "splits": {}}
     for split, folder in (("train", cfg.train_dir), ("val", cfg.val_dir)):
-        samples = discover_dataset(folder, require_masks=True)
+        samples = discover_dataset(folder, True, cfg.spacing, cfg.unit)
         entries = prepare_volumes(samples, cfg.percentiles, cfg.cache_dir or None)
-        summary["splits"][split] = {
-            e.sample.id: {
-                "image": str(e.sample.image),
-                "shape": list(e.sample.open_image().shape),
-                "vessel_voxels": int(e.index.n_vessel),
-                "background_voxels": int(e.index.n_background),
-                "intensity_lo": float(e.stats.lo),
-                "intensity_hi": float(e.stats.hi),
-            }
-            for e in entries
-        }
+        summary["splits"][split] = {e.sample.id: _volume_summary(e) for e in entries}
     write_json(Path(out), summary)
     return summary
+
+
+def _volume_summary(entry: Any) -> dict[str, Any]:
+    image = entry.sample.open_image()
+    size = image.voxel_size
+    return {
+        "image": str(entry.sample.image),
+        "shape": list(image.shape),
+        "spacing": [float(v) for v in size.spacing] if size.known else None,
+        "unit": size.unit if size.known else None,
+        "vessel_voxels": int(entry.index.n_vessel),
+        "background_voxels": int(entry.index.n_background),
+        "intensity_lo": float(entry.stats.lo),
+        "intensity_hi": float(entry.stats.hi),
+    }
 
 
 def prepare_and_plan(

@@ -25,6 +25,13 @@ SpacingOpt = Annotated[
     str | None,
     typer.Option(help="Voxel size Z,Y,X (or S) of the input volumes, overriding their files."),
 ]
+DataSpacingOpt = Annotated[
+    str | None,
+    typer.Option(
+        help="Voxel size Z,Y,X (or S) of the training and validation volumes, overriding "
+        "their files (data.spacing)."
+    ),
+]
 UnitOpt = Annotated[
     str | None, typer.Option(help="Unit of --spacing: um or mm (default: the file's, else um).")
 ]
@@ -131,8 +138,9 @@ def is_worker_rank() -> bool:
     return any(os.environ.get(k, "0") != "0" for k in RANK_VARIABLES)
 
 
-def spacing_values(spacing: str | None, unit: str | None) -> dict[str, Any]:
-    """``--spacing Z,Y,X`` (or ``S``) and ``--unit`` as ``infer.spacing`` / ``infer.unit``.
+def spacing_values(spacing: str | None, unit: str | None, section: str = "infer") -> dict[str, Any]:
+    """``--spacing Z,Y,X`` (or ``S``) and ``--unit`` as ``infer.spacing`` / ``infer.unit``
+    (``section="data"``: ``data.spacing`` / ``data.unit``, the training volumes' voxel size).
 
     Bad values (not one or three numbers, ≤ 0, NaN, an unknown unit) are a one-line
     :class:`~vesselseg.io.SpacingError` before anything is read; ``--unit nm`` converts the
@@ -146,6 +154,6 @@ def spacing_values(spacing: str | None, unit: str | None) -> dict[str, Any]:
             raise ConfigError("--unit: give --spacing Z,Y,X with it")
         return {}
     if unit is None:
-        return {"infer.spacing": values}
+        return {f"{section}.spacing": values}
     size = voxel_size(values, unit, where="--unit")
-    return {"infer.spacing": list(size.spacing), "infer.unit": size.unit}
+    return {f"{section}.spacing": list(size.spacing), f"{section}.unit": size.unit}

@@ -10,6 +10,7 @@ import typer
 from vesselseg.cli.app import app
 from vesselseg.cli.common import (
     DEFAULT_PARAMS,
+    DataSpacingOpt,
     ParamsOpt,
     SetOpt,
     SpacingOpt,
@@ -105,6 +106,8 @@ def prepare(
     plan_out: Annotated[
         Path | None, typer.Option("--plan-out", help="Also plan the data: plans.json to write.")
     ] = None,
+    spacing: DataSpacingOpt = None,
+    unit: UnitOpt = None,
     params: ParamsOpt = DEFAULT_PARAMS,
     overrides: SetOpt = None,
 ) -> None:
@@ -117,6 +120,7 @@ def prepare(
     """
     setup_logging()
     values = option_values(locals(), {"train_dir": "data.train_dir", "val_dir": "data.val_dir"})
+    values.update(spacing_values(spacing, unit, "data"))
     p = load_params(params, overrides, values)
     from vesselseg.config import explicit_keys
     from vesselseg.plan import summary_line

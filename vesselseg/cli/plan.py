@@ -10,11 +10,14 @@ import typer
 from vesselseg.cli.app import app
 from vesselseg.cli.common import (
     DEFAULT_PARAMS,
+    DataSpacingOpt,
     ParamsOpt,
     SetOpt,
+    UnitOpt,
     load_params,
     option_values,
     setup_logging,
+    spacing_values,
 )
 from vesselseg.errors import ConfigError
 
@@ -31,6 +34,8 @@ def plan(
     show: Annotated[
         bool, typer.Option("--show", help="Print each planned key, its value and its source.")
     ] = False,
+    spacing: DataSpacingOpt = None,
+    unit: UnitOpt = None,
     params: ParamsOpt = DEFAULT_PARAMS,
     overrides: SetOpt = None,
 ) -> None:
@@ -44,6 +49,7 @@ def plan(
     if data_dir is not None and train_dir is not None:
         raise ConfigError("--data-dir and --train-dir: give one of them")
     values = option_values(locals(), {"train_dir": "data.train_dir"})
+    values.update(spacing_values(spacing, unit, "data"))
     p = load_params(params, overrides, values)
     from vesselseg.config import explicit_keys
     from vesselseg.plan import describe, plan_dataset, summary_line, write_plan

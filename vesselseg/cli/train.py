@@ -13,13 +13,16 @@ import typer
 from vesselseg.cli.app import app
 from vesselseg.cli.common import (
     DEFAULT_PARAMS,
+    DataSpacingOpt,
     ParamsOpt,
     SetOpt,
+    UnitOpt,
     is_worker_rank,
     load_params,
     option_values,
     parse_size,
     setup_logging,
+    spacing_values,
 )
 from vesselseg.errors import ConfigError
 
@@ -131,6 +134,8 @@ def train(
         Path | None,
         typer.Option("--plan", help="plans.json from prepare/plan (default: plan the data now)."),
     ] = None,
+    spacing: DataSpacingOpt = None,
+    unit: UnitOpt = None,
     params: ParamsOpt = DEFAULT_PARAMS,
     overrides: SetOpt = None,
 ) -> None:
@@ -155,6 +160,7 @@ def train(
     values = option_values(locals(), TRAIN_KEYS)
     values["data.crop_size"] = parse_size(crop_size, "--crop-size")
     values["model.norm"] = normalisation(normalization)
+    values.update(spacing_values(spacing, unit, "data"))
     from vesselseg.config import explicit_keys, multiview_params, with_values
     from vesselseg.evaluation.calibrate import calibrate_model
     from vesselseg.plan import plan_for_training, summary_line

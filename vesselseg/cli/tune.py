@@ -10,11 +10,14 @@ import typer
 from vesselseg.cli.app import app
 from vesselseg.cli.common import (
     DEFAULT_PARAMS,
+    DataSpacingOpt,
     ParamsOpt,
     SetOpt,
+    UnitOpt,
     load_params,
     option_values,
     setup_logging,
+    spacing_values,
 )
 
 TUNE_KEYS = {
@@ -50,6 +53,8 @@ def tune(
     out: Annotated[
         Path | None, typer.Option(help="Best params file (default params.tuned.yaml).")
     ] = None,
+    spacing: DataSpacingOpt = None,
+    unit: UnitOpt = None,
     params: ParamsOpt = DEFAULT_PARAMS,
     overrides: SetOpt = None,
 ) -> None:
@@ -60,7 +65,8 @@ def tune(
     setup_logging()
     if data_dir is not None:
         train_dir, val_dir = train_dir or data_dir / "train", val_dir or data_dir / "val"
-    p = load_params(params, overrides, option_values(locals(), TUNE_KEYS))
+    values = {**option_values(locals(), TUNE_KEYS), **spacing_values(spacing, unit, "data")}
+    p = load_params(params, overrides, values)
     from vesselseg.tuning import run_study
 
     summary = run_study(p, out or params.with_name("params.tuned.yaml"))

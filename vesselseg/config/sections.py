@@ -83,6 +83,10 @@ class DataConfig:
     intensity_scale: Float = Field(0.1, ge=0.0, lt=1.0)
     intensity_shift: Float = Field(0.1, ge=0.0)
     noise_std: Float = Field(0.0, ge=0.0)
+    # voxel size (z, y, x) of every training and validation volume, overriding their files
+    # (the CLI's --spacing); unit: of ``spacing`` (None: the volume's own unit, else um)
+    spacing: Triple[Annotated[Float, Field(gt=0.0)]] | None = None
+    unit: Literal["um", "mm"] | None = None
     # voxel size (z, y, x) crops are resampled to, in the volumes' unit; None: the median of
     # the training volumes (no resampling when none has a known spacing)
     target_spacing: Triple[Annotated[Float, Field(gt=0.0)]] | None = None

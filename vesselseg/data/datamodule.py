@@ -94,7 +94,8 @@ class VesselDataModule(pl.LightningDataModule):
         self._spacing_resolved = False
 
     def _volumes(self, folder: str) -> list[VolumeEntry]:
-        return self._prepare(discover_dataset(folder, require_masks=True))
+        cfg = self.data_cfg
+        return self._prepare(discover_dataset(folder, True, cfg.spacing, cfg.unit))
 
     def _prepare(self, samples: list) -> list[VolumeEntry]:
         return prepare_volumes(
@@ -143,7 +144,7 @@ class VesselDataModule(pl.LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         cfg = self.data_cfg
         if not self._spacing_resolved and stage not in (None, "fit"):  # validation only
-            samples = discover_dataset(cfg.train_dir, require_masks=True)
+            samples = discover_dataset(cfg.train_dir, True, cfg.spacing, cfg.unit)
             self._resolve_spacing([s.open_image().voxel_size for s in samples])
         if self.train_set is None and stage in (None, "fit"):
             volumes, weights = self._training_volumes()

@@ -139,6 +139,8 @@ def calibrate_model(
     if not params.train.calibrate_threshold:
         return None
     cfg = dataclasses.replace(params.infer, threshold=None)
+    if params.data.spacing is not None and cfg.spacing is None:  # the validation voxel size
+        cfg = dataclasses.replace(cfg, spacing=params.data.spacing, unit=params.data.unit)
     try:
         calibration = calibrate_threshold(model, params.data.val_dir, cfg)
     except DatasetError as exc:

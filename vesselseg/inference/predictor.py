@@ -238,7 +238,7 @@ class StreamingPredictor:
             failed = False
         finally:
             reader.close()
-            out.close(abort=failed)
+            out.close(reraise=not failed)
         stats.peak_buffer_bytes = blender.peak_bytes
         stats.write_wait_seconds, stats.write_seconds = out.wait_seconds, out.write_seconds
         stats.peak_pending_bytes = out.peak_pending_bytes

@@ -41,7 +41,6 @@ class SinkThread:
         self._cond = threading.Condition()
         self._error: BaseException | None = None
         self._closing = False
-        self._abort = False
         self._thread = threading.Thread(target=self._work, name="vesselseg-writer", daemon=True)
         self._thread.start()
 
@@ -70,17 +69,16 @@ class SinkThread:
             self._items.append(int(next_tile))
             self._cond.notify_all()
 
-    def close(self, abort: bool = False) -> None:
-        """Write what is queued and stop (``abort``: drop it and stop at once); re-raise the
-        thread's error, if any (not when aborting: the caller is already failing)."""
+    def close(self, reraise: bool = True) -> None:
+        """Write what is queued and stop; re-raise the thread's error, if any, unless
+        ``reraise`` is False (the caller is failing already). Cells and checkpoints queued
+        before a failure are still written: they are complete, and a resume then starts
+        from the last checkpoint queued, whatever the thread's timing was."""
         with self._cond:
             self._closing = True
-            if abort:
-                self._abort = True
-                self._items.clear()
             self._cond.notify_all()
         self._thread.join()
-        if not abort:
+        if reraise:
             with self._cond:
                 self._raise()
 
@@ -93,7 +91,7 @@ class SinkThread:
             with self._cond:
                 while not self._items and not self._closing:
                     self._cond.wait()
-                if self._abort or not self._items:
+                if not self._items:
                     return
                 item = self._items[0]
             try:

@@ -15,7 +15,9 @@ anything; a real disagreement, or a unit mismatch, is a one-line error naming bo
 
 from __future__ import annotations
 
+import dataclasses
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,7 +27,7 @@ from vesselseg.errors import DatasetError, MissingPathError
 from vesselseg.io.checks import LabelCounts, check_finite, check_same_shape, count_labels
 from vesselseg.io.formats.jp2 import JP2_SUFFIXES
 from vesselseg.io.readers import detect_file_type, open_volume, volume_suffix
-from vesselseg.io.spacing import check_same_spacing
+from vesselseg.io.spacing import check_same_spacing, voxel_size
 from vesselseg.io.volume import MappedVolume, Volume
 
 _PAIR = re.compile(
@@ -48,14 +50,19 @@ class Sample:
     mask: Path | None = None
     truth: Path | None = None
     layout: str = "pairs"  # "pairs" (seed 000), "kaggle" (seed 004) or "plain"
+    spacing: tuple[float, ...] | None = None  # the user's voxel size, overriding the files'
+    unit: str | None = None  # of ``spacing`` (None: each file's own unit, else um)
+
+    def _open(self, path: Path) -> Volume:
+        return open_volume(path, spacing=self.spacing, unit=self.unit)
 
     def open_image(self) -> Volume:
-        return open_volume(self.image)
+        return self._open(self.image)
 
     def open_mask(self) -> Volume | None:
         if self.mask is None:
             return None
-        volume = open_volume(self.mask)
+        volume = self._open(self.mask)
         if self.layout == "kaggle":
             return Volume(
                 MappedVolume(volume, dense_labels_as_codes, np.uint8),
@@ -68,7 +75,7 @@ class Sample:
     def open_truth(self) -> Volume | None:
         if self.truth is None:
             return None
-        return open_volume(self.truth)
+        return self._open(self.truth)
 
 
 def dense_labels_as_codes(raw: np.ndarray) -> np.ndarray:
@@ -83,11 +90,20 @@ def check_id(sample_id: str, where: Path) -> str:
     return sample_id
 
 
-def discover_dataset(folder: str | Path, require_masks: bool = False) -> list[Sample]:
+def discover_dataset(
+    folder: str | Path,
+    require_masks: bool = False,
+    spacing: Sequence[float] | None = None,
+    unit: str | None = None,
+) -> list[Sample]:
     """Find the samples of ``folder`` in either seed layout (or a plain folder of volumes).
 
-    ``require_masks`` demands an annotation for every image (training data).
+    ``require_masks`` demands an annotation for every image (training data). ``spacing``
+    ``(z, y, x)`` in ``unit`` (the CLI's ``--spacing``, ``data.spacing``) is every volume's
+    voxel size, overriding its file's; a bad one is a one-line error before anything is read.
     """
+    if spacing is not None:
+        voxel_size(spacing, unit or "um", where="--spacing")
     folder = Path(folder)
     if not folder.exists():
         raise MissingPathError(f"{folder}: no such dataset folder")
@@ -104,6 +120,9 @@ def discover_dataset(folder: str | Path, require_masks: bool = False) -> list[Sa
         missing = [s for s in samples if s.mask is None]
         if missing:
             raise DatasetError(f"{missing[0].image}: no annotation (mask_<X>) for this image")
+    if spacing is not None:
+        override = tuple(float(v) for v in spacing)
+        samples = [dataclasses.replace(s, spacing=override, unit=unit) for s in samples]
     return samples
 
 

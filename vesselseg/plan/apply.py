@@ -95,7 +95,7 @@ def plan_dataset(folder: str | Path, params: Params, explicit: Collection[str] =
     from vesselseg.io.dataset import discover_dataset, validate_sample
     from vesselseg.plan.machine import resolve_machine
 
-    samples = discover_dataset(folder, require_masks=False)
+    samples = discover_dataset(folder, False, params.data.spacing, params.data.unit)
     for sample in samples:  # the same one-line errors as training gives, before any statistics
         validate_sample(sample)
     fingerprint = fingerprint_dataset(samples)

@@ -88,7 +88,8 @@ def run_study(
     check_search_space(params)
     spec = resolve_storage(cfg)
     for folder in (params.data.train_dir, params.data.val_dir):
-        discover_dataset(folder, require_masks=True)  # a missing dataset fails before the study
+        # a missing dataset or a bad --spacing fails before the study
+        discover_dataset(folder, True, params.data.spacing, params.data.unit)
     if mlflow_root is not None:
         mlflow_root = Path(mlflow_root).resolve()
     study = open_study(params, spec)
