@@ -161,6 +161,23 @@ def test_pad_to_gives_the_network_one_batch_size(conv) -> None:
         torch.testing.assert_close(out, torch.sigmoid(conv(x)))
 
 
+def test_a_lone_window_is_never_a_batch_of_one_on_cpu(conv) -> None:
+    seen: list[int] = []
+
+    class Recording(torch.nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            seen.append(len(x))
+            return conv(x)
+
+    fn = make_predict_fn(Recording(), torch.device("cpu"))
+    one, three = torch.randn(1, 1, 8, 8, 8), torch.randn(3, 1, 8, 8, 8)
+    out_one, out_three = fn(one), fn(three)
+    assert seen == [2, 3] and out_one.shape == one.shape and out_three.shape == three.shape
+    with torch.inference_mode():
+        torch.testing.assert_close(out_one, torch.sigmoid(conv(one)))
+        torch.testing.assert_close(out_three, torch.sigmoid(conv(three)))
+
+
 def test_fp16_is_refused_on_cpu(conv) -> None:
     with pytest.raises(ConfigError, match="fp16 needs CUDA"):
         make_predict_fn(conv, torch.device("cpu"), precision="fp16")
@@ -222,25 +239,30 @@ def test_compile_gives_the_same_probabilities(
 # --------------------------------------------------------------------------- skip empty
 
 
-def zero_on_empty(fn, threshold: float, sub_batch: bool = False):
+def zero_on_empty(fn, threshold: float):
     """The oracle: a network that returns 0 for windows holding no voxel >= ``threshold``
-    (the predictor's input is the raw volume here; padding is 0 < threshold). It runs ``fn``
-    on the whole batch, or (``sub_batch``) on the windows with tissue only: a CPU convolution
-    rounds the last bit differently with the batch size, so only the latter is bit-exact for
-    batches of several windows."""
+    (the predictor's input is the raw volume here; padding is 0 < threshold)."""
 
     def oracle(x: torch.Tensor) -> torch.Tensor:
         empty = ~(x >= threshold).flatten(1).any(1)
-        if not sub_batch:
-            out = fn(x)
-            out[empty] = 0.0
-            return out
-        out = torch.zeros_like(x)
-        if (~empty).any():
-            out[~empty] = fn(x[~empty])
+        out = fn(x)
+        out[empty] = 0.0
         return out
 
     return oracle
+
+
+def window_by_window(fn, calls: list[int] | None = None):
+    """``fn`` applied to each window on its own (a CPU convolution rounds the last bit
+    differently with the batch size, so this one's values never depend on the batch);
+    ``calls`` records each call's batch size."""
+
+    def each(x: torch.Tensor) -> torch.Tensor:
+        if calls is not None:
+            calls.append(len(x))
+        return torch.cat([fn(x[i : i + 1]) for i in range(len(x))])
+
+    return each
 
 
 @pytest.mark.parametrize("kw", [{"blend": "gaussian"}, {"blend": "constant", "overlap": 0.5}])
@@ -248,13 +270,20 @@ def test_skip_empty_equals_a_network_returning_zero(conv, kw: dict) -> None:
     volume = half_empty()
     fn = conv_fn_of(conv)
     for batch in (1, 3):
-        want, full, _ = run_blend(volume, zero_on_empty(fn, 0.5, batch > 1), batch, **kw)
-        got, stats, _ = run_blend(volume, fn, batch, tissue=Tissue(threshold=0.5), **kw)
+        calls: list[int] = []
+        want, full, _ = run_blend(volume, zero_on_empty(window_by_window(fn), 0.5), batch, **kw)
+        got, stats, predictor = run_blend(
+            volume, window_by_window(fn, calls), batch, tissue=Tissue(threshold=0.5), **kw
+        )
         assert stats.skipped > 0 and stats.tiles + stats.skipped == full.tiles
         assert np.array_equal(got.array, want.array)
         assert (got.array[8:, :, 48:] == 0).all()  # far from tissue: no window adds anything
         whole, _, _ = run_blend(volume, zero_on_empty(fn, 0.5), batch, **kw)
         np.testing.assert_allclose(got.array, whole.array, rtol=0, atol=1e-6)
+        # windows with tissue are regrouped: full calls, but for the last one of each z-row
+        rows = len(predictor.plan.row_ends)
+        assert sum(calls) == stats.tiles and sum(c < batch for c in calls) <= rows
+        assert len(calls) <= -(-stats.tiles // batch) + rows
 
 
 def test_skip_empty_with_a_mask_volume_and_resume(conv) -> None:

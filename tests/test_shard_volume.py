@@ -33,6 +33,7 @@ from vesselseg.inference.run import predict_path
 from vesselseg.inference.shared_store import blocks_folder
 from vesselseg.inference.sinks import ArraySink
 from vesselseg.inference.tiling import make_grid
+from vesselseg.inference.tissue import Tissue
 from vesselseg.io import open_volume, write_volume
 from vesselseg.io.formats.pyramid import build_level, downsample, level_shapes
 from vesselseg.io.spacing import VoxelSize
@@ -88,10 +89,20 @@ def test_blocks_cover_every_cell_and_window_once(block) -> None:
 
 
 @pytest.mark.parametrize(
-    "kw", [{}, {"blend": "constant"}, {"border": 3}, {"overlap": 0.5, "block": (18, 18)}]
+    "kw",
+    [
+        {},
+        {"blend": "constant"},
+        {"border": 3},
+        {"overlap": 0.5, "block": (18, 18)},
+        {"tissue": True},
+        {"tissue": True, "block": (18, 18)},
+    ],
 )
 def test_block_runs_equal_the_whole_run_bit_for_bit(kw: dict) -> None:
-    """Blocks predicted apart (each with its halo windows) hold exactly the whole run's bits."""
+    """Blocks predicted apart (each with its halo windows) hold exactly the whole run's bits,
+    also when windows without tissue are skipped and the others regrouped (this convolution's
+    last bit depends on the batch size, so a block must group its windows as the whole run)."""
     torch.manual_seed(0)
     conv = torch.nn.Conv3d(1, 1, 3, padding=1)
 
@@ -99,12 +110,16 @@ def test_block_runs_equal_the_whole_run_bit_for_bit(kw: dict) -> None:
         return torch.sigmoid(conv(x))
 
     block = kw.pop("block", None)
+    tissue = Tissue(threshold=0.5) if kw.pop("tissue", False) else None
     volume = np.random.default_rng(1).normal(0, 1, (37, 40, 33)).astype(np.float32)
+    if tissue is not None:
+        volume[:, :, 17:] = -1  # no tissue there: the windows there are skipped
+        volume[:, 20:30, :] = -1
     grid = make_grid(volume.shape, (16, 16, 16), **kw)
-    predictor = StreamingPredictor(net, grid, batch_size=3, block=block)
+    predictor = StreamingPredictor(net, grid, batch_size=3, block=block, tissue=tissue)
     whole = ArraySink(volume.shape)
     with torch.no_grad():
-        predictor.run(volume, whole)
+        full = predictor.run(volume, whole)
         parts = ArraySink(volume.shape)
         tiles = 0
         for z0, z1 in z_blocks(37, 8):
@@ -113,7 +128,8 @@ def test_block_runs_equal_the_whole_run_bit_for_bit(kw: dict) -> None:
             parts.array[z0:z1] = sink.array[z0:z1]
     assert not np.isnan(parts.array).any()
     assert parts.array.tobytes() == whole.array.tobytes()
-    assert tiles > predictor.plan.n_tiles  # halos were recomputed
+    assert tiles > full.tiles  # halos were recomputed
+    assert (full.skipped > 0) == (tissue is not None)
 
 
 # --------------------------------------------------------------------------- shards in process

@@ -187,6 +187,9 @@ class TrainConfig:
     lr_patience: Int = Field(3, ge=0)
     min_lr: Float = Field(1e-6, ge=0.0)
     warmup_epochs: Int = Field(1, ge=0)
+    # exponential moving average of the weights (per step; validated, checkpointed and saved
+    # in place of the raw weights); 0 = off
+    ema_decay: Float = Field(0.0, ge=0.0, lt=1.0)
     batch_size: Int = Field(2, ge=1)
     max_epochs: Int = Field(14, ge=1)
     precision: Precision = "32"

@@ -151,6 +151,9 @@ def compile_network(net: nn.Module) -> nn.Module:
     return torch.compile(net, dynamic=False)  # type: ignore[return-value]
 
 
+CPU_MIN_WINDOWS = 2  # windows per CPU network call at least (see make_predict_fn)
+
+
 def make_predict_fn(
     net: nn.Module,
     device: torch.device,
@@ -166,7 +169,13 @@ def make_predict_fn(
     ``precision`` ``bf16`` or ``fp16`` runs the network under autocast (fp16: CUDA only). With
     ``tta`` the 8 flipped copies of the batch go through the network in one call (a batch of
     ``8 B``), not in a loop. ``pad_to`` pads a shorter batch with zeros to that many windows
-    before the network (and drops the extra outputs), so a compiled network sees one shape."""
+    before the network (and drops the extra outputs), so a compiled network sees one shape.
+
+    On the CPU a network call is never given a single window: PyTorch's CPU 3D convolutions
+    run a batch of one several times slower than a batch of two (measured 8-10x per window
+    on torch 2.13: the oneDNN path is not taken for ``N = 1``), so a lone window (the tail
+    of a volume, a batch thinned by ``skip_empty``, ``batch_size: 1``) is padded with a zero
+    window, whose output is dropped."""
     if precision not in ("32", "bf16", "fp16"):
         raise ConfigError(f"--precision: expected 32, bf16 or fp16, got {precision!r}")
     if precision == "fp16" and device.type != "cuda":
@@ -176,11 +185,13 @@ def make_predict_fn(
     flips = FLIPS if tta else [()]
     to_prob = probabilities_of(net)
     size = None if pad_to is None else pad_to * len(flips)  # windows per network call
+    least = CPU_MIN_WINDOWS if device.type == "cpu" else 1
 
     def forward(x: torch.Tensor) -> torch.Tensor:
         n = len(x)
-        if size is not None and n < size:
-            x = torch.cat([x, x.new_zeros((size - n, *x.shape[1:]))])
+        target = max(size or n, least)
+        if n < target:
+            x = torch.cat([x, x.new_zeros((target - n, *x.shape[1:]))])
         if channels_last:
             x = x.contiguous(memory_format=torch.channels_last_3d)
         if precision in AUTOCAST:

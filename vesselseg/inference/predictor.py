@@ -26,8 +26,10 @@ is O(tile x region).
 Input is read one strip (``tile_z x tile_y x region_x``) at a time by a background thread
 (:class:`~vesselseg.inference.reader.StripReader`), normalised, and queued while the network
 runs on the previous one. With a tissue test (``infer.skip_empty``,
-:mod:`~vesselseg.inference.tissue`) the windows of a batch whose input holds no tissue are not
-run through the network; they count as windows whose values are all 0.
+:mod:`~vesselseg.inference.tissue`) the windows whose input holds no tissue are not run
+through the network; they count as windows whose values are all 0, and the windows with tissue
+are regrouped across batches so that every network call still gets ``batch_size`` of them
+(:class:`_KeptWindows`).
 
 Resuming
 --------
@@ -44,6 +46,7 @@ resume; that is why this engine is our own.
 
 from __future__ import annotations
 
+import bisect
 import logging
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -54,7 +57,7 @@ import numpy as np
 import torch
 
 from vesselseg.inference.blender import Blender, Finished, WindowWeights, host_view, zeros
-from vesselseg.inference.blocks import batch_starts, strip_keys_of
+from vesselseg.inference.blocks import batch_starts, strip_keys_of, tiles_for
 from vesselseg.inference.plan import (
     DEFAULT_MAX_BUFFER_BYTES,
     CellKey,
@@ -170,6 +173,7 @@ class StreamingPredictor:
         self.tissue = tissue
         self.max_pending_bytes = max_pending_bytes or max(max_buffer_bytes // 4, 1)
         self.weights = WindowWeights(self.plan, self.device)
+        self._row_ends = sorted(self.plan.row_ends)
 
     def weight_sum(self, key: CellKey) -> torch.Tensor:
         """Sum of the weights of every window over cell ``key`` (see :class:`WindowWeights`)."""
@@ -183,9 +187,21 @@ class StreamingPredictor:
             yield tiles[b : b + self.batch_size]
 
     def batches_for(self, cells: set[CellKey]) -> list[list[Tile]]:
-        """The batches (of a whole run) holding a window that adds to one of ``cells``."""
+        """The batches (of a whole run) holding a window that adds to one of ``cells``; with a
+        tissue test, every window of the z-rows holding one, in batches (see
+        :class:`_KeptWindows`)."""
         tiles, size = self.plan.tiles, self.batch_size
-        return [tiles[b : b + size] for b in batch_starts(self.plan, cells, size)]
+        if self.tissue is None:
+            return [tiles[b : b + size] for b in batch_starts(self.plan, cells, size)]
+        rows = sorted({self.row_of(t) for t in tiles_for(self.plan, cells)})
+        needed = [t for first, last in rows for t in tiles[first : last + 1]]
+        return [needed[b : b + size] for b in range(0, len(needed), size)]
+
+    def row_of(self, index: int) -> tuple[int, int]:
+        """First and last window index of the z-row (of its region) holding window ``index``."""
+        ends = self._row_ends
+        at = bisect.bisect_left(ends, index)
+        return (ends[at - 1] + 1 if at else 0), ends[at]
 
     def run(
         self,
@@ -209,6 +225,8 @@ class StreamingPredictor:
             raise ValueError(f"volume shape {tuple(volume.shape)} != grid shape {self.grid.shape}")
         stats = RunStats(resumed_from=resume_from)
         start = self.plan.restart_tile(resume_from) if resume_from else 0
+        if self.tissue is not None:  # windows are grouped row by row (see _KeptWindows)
+            start = self.row_of(start)[0]
         start_time = time.perf_counter()
         blender = Blender(self.plan, self.weights, resume_from, cells)
         batches: Iterable[list[Tile]] = self.batches(start)
@@ -230,11 +248,17 @@ class StreamingPredictor:
         failed = True
         try:
             with torch.inference_mode():
+                kept = _KeptWindows(self.batch_size, self.plan.row_ends)
                 for batch in batches:
-                    values = self._forward(*windows.batch(batch), stats)
-                    self._blend(batch, values, blender, out)
-                    if on_tiles is not None:
-                        on_tiles(len(batch))
+                    x, empty = windows.batch(batch)
+                    if empty is None:  # no tissue test: every window through the network
+                        self._blend(batch, self._forward(x, stats), blender, out, on_tiles)
+                        continue
+                    stats.skipped += int(empty.sum())
+                    for group in kept.add(batch, x, empty):
+                        self._blend_group(group, stats, blender, out, on_tiles)
+                for group in kept.flush():
+                    self._blend_group(group, stats, blender, out, on_tiles)
             failed = False
         finally:
             reader.close()
@@ -245,23 +269,29 @@ class StreamingPredictor:
         stats.seconds = time.perf_counter() - start_time
         return stats
 
-    def _forward(self, x: torch.Tensor, empty: np.ndarray | None, stats: RunStats) -> torch.Tensor:
-        """The ``(B, tz, ty, tx)`` float32 values (on the device) for the input batch ``x``;
-        windows marked ``empty`` are not run and get 0."""
-        shape = (len(x), *self.grid.tile)
-        if empty is not None and empty.any():
-            values = zeros(shape, self.device)
-            keep = np.flatnonzero(~empty)
-            stats.skipped += len(x) - len(keep)
-            if len(keep):  # NumPy indexing on the host (see blender.host_view)
-                computed = self._network(torch.from_numpy(x.numpy()[keep]), stats)
-                host = host_view(values)
-                if host is not None:
-                    host[keep] = computed.numpy()
-                else:
-                    values[torch.from_numpy(keep).to(self.device)] = computed
-            return values
-        return self._network(x, stats).reshape(shape)
+    def _forward(self, x: torch.Tensor, stats: RunStats) -> torch.Tensor:
+        """The ``(B, tz, ty, tx)`` float32 values (on the device) of the input batch ``x``."""
+        return self._network(x, stats).reshape(len(x), *self.grid.tile)
+
+    def _blend_group(
+        self,
+        group: _Group,
+        stats: RunStats,
+        blender: Blender,
+        out: SinkThread,
+        on_tiles: Callable[[int], None] | None,
+    ) -> None:
+        """Run a group's windows with tissue through the network in one call and blend all
+        its windows in order (those without tissue as 0)."""
+        values = zeros((len(group.tiles), *self.grid.tile), self.device)
+        if group.inputs:
+            computed = self._network(torch.stack(group.inputs), stats)
+            host = host_view(values)
+            if host is not None:  # NumPy indexing on the host (see blender.host_view)
+                host[group.positions] = computed.numpy()
+            else:
+                values[torch.tensor(group.positions, device=self.device)] = computed
+        self._blend(group.tiles, values, blender, out, on_tiles)
 
     def _network(self, x: torch.Tensor, stats: RunStats) -> torch.Tensor:
         t0 = time.perf_counter()
@@ -271,9 +301,15 @@ class StreamingPredictor:
         return out.to(self.device, torch.float32).reshape(len(x), *self.grid.tile)
 
     def _blend(
-        self, batch: list[Tile], values: torch.Tensor, blender: Blender, out: SinkThread
+        self,
+        batch: list[Tile],
+        values: torch.Tensor,
+        blender: Blender,
+        out: SinkThread,
+        on_tiles: Callable[[int], None] | None = None,
     ) -> None:
-        """Add a batch's windows, queue the cells they finish, checkpoint after each z-row."""
+        """Add a batch's windows, queue the cells they finish, checkpoint after each z-row;
+        then ``on_tiles(len(batch))``."""
         plan = self.plan
         for tile, tile_values in zip(batch, values):
             blender.add(tile, tile_values)
@@ -283,3 +319,52 @@ class StreamingPredictor:
                     out.write(cell)
             if tile.index in plan.row_ends and tile.index + 1 > blender.resume_from:
                 out.checkpoint(tile.index + 1)
+        if on_tiles is not None:
+            on_tiles(len(batch))
+
+
+@dataclass
+class _Group:
+    """Consecutive windows (plan order) blended together: ``inputs`` are those with tissue, at
+    ``positions`` within ``tiles``."""
+
+    tiles: list[Tile] = field(default_factory=list)
+    inputs: list[torch.Tensor] = field(default_factory=list)
+    positions: list[int] = field(default_factory=list)
+
+
+class _KeptWindows:
+    """With ``skip_empty``: gathers the windows that hold tissue across batches so that the
+    network still gets ``batch_size`` of them per call (a batch half without tissue would
+    otherwise cost a whole call for half the windows). A group closes when it holds
+    ``batch_size`` windows with tissue or at the end of a z-row (where a checkpoint needs
+    every window before it blended), so grouping restarts with every row.
+
+    Windows are still blended in plan order and those without tissue add exact zeros. The
+    groups depend only on the plan and the data, because every run with a tissue test starts
+    at the beginning of a z-row (a resumed run at the row of its restart window, a block of a
+    sharded run with whole rows: :meth:`StreamingPredictor.batches_for`), so a window shares
+    its network call with the same windows in every run, and resuming stays bit-for-bit."""
+
+    def __init__(self, batch_size: int, row_ends: set[int]) -> None:
+        self.batch_size, self.row_ends = batch_size, row_ends
+        self.group = _Group()
+
+    def add(self, tiles: list[Tile], x: torch.Tensor, empty: np.ndarray) -> list[_Group]:
+        """Add a batch's windows; the groups that closed."""
+        closed = []
+        for tile, window, is_empty in zip(tiles, x, empty):
+            group = self.group
+            if not is_empty:
+                group.positions.append(len(group.tiles))
+                group.inputs.append(window)
+            group.tiles.append(tile)
+            if len(group.inputs) == self.batch_size or tile.index in self.row_ends:
+                closed.append(group)
+                self.group = _Group()
+        return closed
+
+    def flush(self) -> list[_Group]:
+        """The open group, if it holds any window."""
+        group, self.group = self.group, _Group()
+        return [group] if group.tiles else []

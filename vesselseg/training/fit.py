@@ -273,6 +273,8 @@ def _train(
         *progress_callbacks(),
         *(extra_callbacks or []),
     ]
+    if cfg.ema_decay > 0:
+        callbacks.append(pl.callbacks.EMAWeightAveraging(decay=cfg.ema_decay))
     trainer = pl.Trainer(
         max_epochs=cfg.max_epochs,
         accelerator="gpu" if cfg.accelerator == "cuda" else cfg.accelerator,
