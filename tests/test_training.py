@@ -94,3 +94,36 @@ def test_cosine_schedule_warms_up_then_decays() -> None:
     assert values[0] < values[1] < values[2] == 1.0
     assert all(a >= b for a, b in zip(values[2:], values[3:]))
     assert values[10] == pytest.approx(0.01) and values[11] == pytest.approx(0.01)
+
+
+def test_ema_saves_the_averaged_weights_without_changing_training(
+    tiny_dataset: Path, tmp_path: Path, store: Path
+) -> None:
+    """train.ema_decay: the raw weights follow the same trajectory as without averaging (same
+    seed, deterministic), while the checkpoints and the saved model hold the average."""
+    import torch
+
+    plain = train_model(
+        tiny_params(tiny_dataset, "train.max_epochs=2"), tmp_path / "plain.pt", mlflow_root=store
+    )
+    ema = train_model(
+        tiny_params(tiny_dataset, "train.max_epochs=2", "train.ema_decay=0.5"),
+        tmp_path / "ema.pt",
+        mlflow_root=store,
+    )
+
+    def load(path: Path) -> dict:
+        return torch.load(path, map_location="cpu", weights_only=True)
+
+    raw_plain = load(plain.checkpoint_dir / "last.ckpt")["state_dict"]
+    last = load(ema.checkpoint_dir / "last.ckpt")
+    raw_ema, averaged = last["current_model_state"], last["state_dict"]
+    assert raw_plain.keys() == raw_ema.keys()
+    for key in raw_plain:
+        torch.testing.assert_close(raw_ema[key], raw_plain[key], rtol=0, atol=0)
+    weights = [k for k in raw_ema if k.endswith("weight")]
+    assert any(not torch.equal(averaged[k], raw_ema[k]) for k in weights)
+    best = load(ema.checkpoint_dir / "best.ckpt")["state_dict"]
+    net, _ = build_from_bundle(tmp_path / "ema.pt")
+    for name, value in net.state_dict().items():
+        torch.testing.assert_close(value, best[f"net.{name}"], rtol=0, atol=0)
