@@ -129,16 +129,22 @@ def test_writer_queue_is_bounded(conv) -> None:
 # --------------------------------------------------------------------------- network side
 
 
+class Recording(torch.nn.Module):
+    """``conv``, recording the batch size of every call in ``seen``."""
+
+    def __init__(self, conv: torch.nn.Module, seen: list[int]) -> None:
+        super().__init__()
+        self.conv, self.seen = conv, seen
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.seen.append(len(x))
+        return self.conv(x)
+
+
 def test_tta_is_one_batched_network_call(conv) -> None:
     calls: list[int] = []
-
-    class Counting(torch.nn.Module):
-        def forward(self, x: torch.Tensor) -> torch.Tensor:
-            calls.append(len(x))
-            return conv(x)
-
     x = torch.randn(3, 1, 8, 8, 8)
-    got = make_predict_fn(Counting(), torch.device("cpu"), tta=True)(x)
+    got = make_predict_fn(Recording(conv, calls), torch.device("cpu"), tta=True)(x)
     assert calls == [3 * len(FLIPS)]
     with torch.inference_mode():
         want = sum(torch.sigmoid(conv(x.flip(a))).flip(a) for a in FLIPS) / len(FLIPS)
@@ -147,13 +153,7 @@ def test_tta_is_one_batched_network_call(conv) -> None:
 
 def test_pad_to_gives_the_network_one_batch_size(conv) -> None:
     seen: list[int] = []
-
-    class Recording(torch.nn.Module):
-        def forward(self, x: torch.Tensor) -> torch.Tensor:
-            seen.append(len(x))
-            return conv(x)
-
-    fn = make_predict_fn(Recording(), torch.device("cpu"), pad_to=4)
+    fn = make_predict_fn(Recording(conv, seen), torch.device("cpu"), pad_to=4)
     x = torch.randn(3, 1, 8, 8, 8)
     out = fn(x)
     assert seen == [4] and out.shape == x.shape
@@ -163,13 +163,7 @@ def test_pad_to_gives_the_network_one_batch_size(conv) -> None:
 
 def test_a_lone_window_is_never_a_batch_of_one_on_cpu(conv) -> None:
     seen: list[int] = []
-
-    class Recording(torch.nn.Module):
-        def forward(self, x: torch.Tensor) -> torch.Tensor:
-            seen.append(len(x))
-            return conv(x)
-
-    fn = make_predict_fn(Recording(), torch.device("cpu"))
+    fn = make_predict_fn(Recording(conv, seen), torch.device("cpu"))
     one, three = torch.randn(1, 1, 8, 8, 8), torch.randn(3, 1, 8, 8, 8)
     out_one, out_three = fn(one), fn(three)
     assert seen == [2, 3] and out_one.shape == one.shape and out_three.shape == three.shape
