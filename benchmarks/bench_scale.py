@@ -44,6 +44,26 @@ def vesselseg(*args: str, cwd: Path) -> str:
     return done.stdout
 
 
+def predict_and_score(
+    work: Path, model: Path, folder: str, name: str, params: list[str], n_test: int,
+    resample: bool = True,
+) -> tuple[float, float]:  # fmt: skip
+    """Predict ``folder/test`` with ``model`` (``--no-resample`` unless ``resample``) into
+    ``pred/name`` and score it against its dense truth: (Dice, seconds per volume)."""
+    out = work / "pred" / name
+    flag = [] if resample else ["--no-resample"]
+    start = time.perf_counter()
+    vesselseg("predict", f"{folder}/test", "--model", str(model), "--out-dir", str(out),
+              *flag, *params, cwd=work)  # fmt: skip
+    seconds = (time.perf_counter() - start) / n_test
+    metrics = work / f"{name}.json"
+    vesselseg("evaluate", "--model", str(model), "--data-dir", f"{folder}/test",
+              "--pred-dir", str(out), "--metrics", str(metrics), "--plots",
+              str(work / "plots" / name), "--no-mlflow", *params,
+              "--set", f"infer.resample={str(resample).lower()}", cwd=work)  # fmt: skip
+    return json.loads(metrics.read_text())["overall"]["dice"], seconds
+
+
 def native_control(work: Path, params: list[str], n_test: int, base: float) -> list[str]:
     """Train the demo U-Net on the training volumes rendered at 2 um and score it on the 2 um
     test volumes: the table row of the control."""
@@ -54,16 +74,8 @@ def native_control(work: Path, params: list[str], n_test: int, base: float) -> l
               "--train-dir", "data-2um/train", "--val-dir", "data-2um/val", *params,
               cwd=work)  # fmt: skip
     print(f"trained the control at 2 um in {(time.perf_counter() - start) / 60:.1f} min")
-    out = work / "pred" / "control-2um"
-    start = time.perf_counter()
-    vesselseg("predict", "test-2um/test", "--model", "model-2um.pt", "--out-dir", str(out),
-              *params, cwd=work)  # fmt: skip
-    seconds = (time.perf_counter() - start) / n_test
-    metrics = work / "control-2um.json"
-    vesselseg("evaluate", "--model", "model-2um.pt", "--data-dir", "test-2um/test",
-              "--pred-dir", str(out), "--metrics", str(metrics), "--plots",
-              str(work / "plots" / out.name), "--no-mlflow", *params, cwd=work)  # fmt: skip
-    value = json.loads(metrics.read_text())["overall"]["dice"]
+    value, seconds = predict_and_score(work, work / "model-2um.pt", "test-2um", "control-2um",
+                                       params, n_test)  # fmt: skip
     return [f"2 um ({size}³)", "model trained at 2 um", f"{value:.3f}", f"{value - base:+.3f}",
             f"{seconds:.1f}"]  # fmt: skip
 
@@ -95,18 +107,9 @@ def main() -> None:
         )  # fmt: skip
         for resample in (True, False):
             tag = "resampled" if resample else "as is"
-            out = work / "pred" / f"{folder}-{'r' if resample else 'n'}"
-            flag = [] if resample else ["--no-resample"]
-            start = time.perf_counter()
-            vesselseg("predict", f"{folder}/test", "--model", str(model), "--out-dir", str(out),
-                      *flag, *params, cwd=work)  # fmt: skip
-            seconds = (time.perf_counter() - start) / args.n_test
-            metrics = work / f"{folder}-{tag.replace(' ', '')}.json"
-            vesselseg("evaluate", "--model", str(model), "--data-dir", f"{folder}/test",
-                      "--pred-dir", str(out), "--metrics", str(metrics), "--plots",
-                      str(work / "plots" / out.name), "--no-mlflow", *params,
-                      "--set", f"infer.resample={str(resample).lower()}", cwd=work)  # fmt: skip
-            value = json.loads(metrics.read_text())["overall"]["dice"]
+            name = f"{folder}-{'r' if resample else 'n'}"
+            value, seconds = predict_and_score(work, model, folder, name, params, args.n_test,
+                                               resample)  # fmt: skip
             dice[(spacing, resample)] = value
             rows.append([f"{spacing:g} um ({size}³)", tag, f"{value:.3f}", f"{seconds:.1f}"])
     base = dice[(1.0, True)]

@@ -14,7 +14,9 @@ and compared on its own (the predictor, the reader and the blending all follow i
 
 from __future__ import annotations
 
+import bisect
 from dataclasses import dataclass
+from functools import cached_property
 
 from vesselseg.inference.tiling import TileGrid, cell_bounds
 
@@ -91,6 +93,16 @@ class Plan:
             if cell.last >= resume_from and cell.first < first:
                 first = cell.first
         return first
+
+    @cached_property
+    def _sorted_row_ends(self) -> list[int]:
+        return sorted(self.row_ends)
+
+    def row_of(self, index: int) -> tuple[int, int]:
+        """First and last window index of the z-row (of its region) holding window ``index``."""
+        ends = self._sorted_row_ends
+        at = bisect.bisect_left(ends, index)
+        return (ends[at - 1] + 1 if at else 0), ends[at]
 
     def strip_of(self, tile: Tile) -> StripKey:
         """The input strip window ``tile`` is cut from."""

@@ -46,7 +46,6 @@ resume; that is why this engine is our own.
 
 from __future__ import annotations
 
-import bisect
 import logging
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -173,7 +172,6 @@ class StreamingPredictor:
         self.tissue = tissue
         self.max_pending_bytes = max_pending_bytes or max(max_buffer_bytes // 4, 1)
         self.weights = WindowWeights(self.plan, self.device)
-        self._row_ends = sorted(self.plan.row_ends)
 
     def weight_sum(self, key: CellKey) -> torch.Tensor:
         """Sum of the weights of every window over cell ``key`` (see :class:`WindowWeights`)."""
@@ -193,15 +191,9 @@ class StreamingPredictor:
         tiles, size = self.plan.tiles, self.batch_size
         if self.tissue is None:
             return [tiles[b : b + size] for b in batch_starts(self.plan, cells, size)]
-        rows = sorted({self.row_of(t) for t in tiles_for(self.plan, cells)})
+        rows = sorted({self.plan.row_of(t) for t in tiles_for(self.plan, cells)})
         needed = [t for first, last in rows for t in tiles[first : last + 1]]
         return [needed[b : b + size] for b in range(0, len(needed), size)]
-
-    def row_of(self, index: int) -> tuple[int, int]:
-        """First and last window index of the z-row (of its region) holding window ``index``."""
-        ends = self._row_ends
-        at = bisect.bisect_left(ends, index)
-        return (ends[at - 1] + 1 if at else 0), ends[at]
 
     def run(
         self,
@@ -226,7 +218,7 @@ class StreamingPredictor:
         stats = RunStats(resumed_from=resume_from)
         start = self.plan.restart_tile(resume_from) if resume_from else 0
         if self.tissue is not None:  # windows are grouped row by row (see _KeptWindows)
-            start = self.row_of(start)[0]
+            start = self.plan.row_of(start)[0]
         start_time = time.perf_counter()
         blender = Blender(self.plan, self.weights, resume_from, cells)
         batches: Iterable[list[Tile]] = self.batches(start)
@@ -252,7 +244,7 @@ class StreamingPredictor:
                 for batch in batches:
                     x, empty = windows.batch(batch)
                     if empty is None:  # no tissue test: every window through the network
-                        self._blend(batch, self._forward(x, stats), blender, out, on_tiles)
+                        self._blend(batch, self._network(x, stats), blender, out, on_tiles)
                         continue
                     stats.skipped += int(empty.sum())
                     for group in kept.add(batch, x, empty):
@@ -268,10 +260,6 @@ class StreamingPredictor:
         stats.peak_pending_bytes = out.peak_pending_bytes
         stats.seconds = time.perf_counter() - start_time
         return stats
-
-    def _forward(self, x: torch.Tensor, stats: RunStats) -> torch.Tensor:
-        """The ``(B, tz, ty, tx)`` float32 values (on the device) of the input batch ``x``."""
-        return self._network(x, stats).reshape(len(x), *self.grid.tile)
 
     def _blend_group(
         self,
@@ -294,6 +282,7 @@ class StreamingPredictor:
         self._blend(group.tiles, values, blender, out, on_tiles)
 
     def _network(self, x: torch.Tensor, stats: RunStats) -> torch.Tensor:
+        """The ``(B, tz, ty, tx)`` float32 values (on the device) of the input batch ``x``."""
         t0 = time.perf_counter()
         out = self.predict_fn(x)
         stats.forward_seconds += time.perf_counter() - t0
