@@ -3,6 +3,7 @@
     python benchmarks/bench_scale.py            # trains the demo 3D U-Net (~6 min on 2 cores)
     python benchmarks/bench_scale.py --model models/stage1.pt   # reuse a model trained at 1 um
     python benchmarks/bench_scale.py --no-control    # skip the model trained natively at 2 um
+    python benchmarks/bench_scale.py --set data.lowres_factor=2   # train with these settings
 
 The test volumes are rendered by `vesselseg synth --spacing S` from the same seeds and the
 same physical extent (96 um), so they hold the same vessel trees on grids of 192³, 96³ and 48³
@@ -64,7 +65,9 @@ def predict_and_score(
     return json.loads(metrics.read_text())["overall"]["dice"], seconds
 
 
-def native_control(work: Path, params: list[str], n_test: int, base: float) -> list[str]:
+def native_control(
+    work: Path, params: list[str], n_test: int, base: float, train_sets: list[str]
+) -> list[str]:
     """Train the demo U-Net on the training volumes rendered at 2 um and score it on the 2 um
     test volumes: the table row of the control."""
     size = str(round(EXTENT / 2.0))
@@ -72,7 +75,7 @@ def native_control(work: Path, params: list[str], n_test: int, base: float) -> l
     start = time.perf_counter()
     vesselseg("train", "--out", "model-2um.pt", "--run-name", "bench-scale-2um",
               "--train-dir", "data-2um/train", "--val-dir", "data-2um/val", *params,
-              cwd=work)  # fmt: skip
+              *train_sets, cwd=work)  # fmt: skip
     print(f"trained the control at 2 um in {(time.perf_counter() - start) / 60:.1f} min")
     value, seconds = predict_and_score(work, work / "model-2um.pt", "test-2um", "control-2um",
                                        params, n_test)  # fmt: skip
@@ -86,14 +89,20 @@ def main() -> None:
     parser.add_argument("--n-test", type=int, default=2, help="test volumes per spacing")
     parser.add_argument("--seed", type=int, default=100, help="synth seed of the test volumes")
     parser.add_argument("--no-control", action="store_true", help="skip the native 2 um model")
+    parser.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE",
+        help="a training setting (both models), e.g. data.lowres_factor=2",
+    )  # fmt: skip
     args = parser.parse_args()
+    train_sets = [item for kv in args.set for item in ("--set", kv)]
     work = Path(tempfile.mkdtemp(prefix="bench-scale-"))
     params = ["-p", str(ROOT / "params.yaml")]
     model = args.model.resolve() if args.model else None
     if model is None:
         vesselseg("synth", "data/raw", *params, cwd=work)
         start = time.perf_counter()
-        vesselseg("train", "--out", "model.pt", "--run-name", "bench-scale", *params, cwd=work)
+        vesselseg("train", "--out", "model.pt", "--run-name", "bench-scale", *params,
+                  *train_sets, cwd=work)  # fmt: skip
         print(f"trained the demo 3D U-Net at 1 um in {(time.perf_counter() - start) / 60:.1f} min")
         model = work / "model.pt"
     rows, dice = [], {}
@@ -116,9 +125,10 @@ def main() -> None:
     for row, key in zip(rows, dice):
         row.insert(3, f"{dice[key] - base:+.3f}")
     if not args.no_control:
-        rows.append(native_control(work, params, args.n_test, base))
+        rows.append(native_control(work, params, args.n_test, base, train_sets))
     print_table(
-        f"Dice of a 1 um model on the same vessels at other voxel sizes (work folder {work})",
+        f"Dice of a 1 um model on the same vessels at other voxel sizes {' '.join(args.set)}"
+        f" (work folder {work})",
         ["test spacing", "input", "Dice", "vs 1 um", "s/volume"],
         rows,
     )

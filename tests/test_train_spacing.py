@@ -18,7 +18,7 @@ from scipy import ndimage
 
 from vesselseg.bundle import ModelMeta, load_meta, read_settings
 from vesselseg.config import DataConfig, Params, SynthConfig, apply_overrides
-from vesselseg.data.augment import augment, rot90_planes
+from vesselseg.data.augment import augment, coarse_factors, rot90_planes, simulate_low_resolution
 from vesselseg.data.crops import CropSampler, read_box
 from vesselseg.data.datamodule import VesselDataModule
 from vesselseg.data.datasets import (
@@ -388,6 +388,52 @@ def test_scale_augmentation_zooms_by_the_drawn_factor(tmp_path: Path) -> None:
     # the same key draws the same zoom; no zoom without scale_range
     again = sampler.sample_label(np.random.default_rng([0, 5]))[0]
     assert again == sampler.sample_label(np.random.default_rng([0, 5]))[0]
+
+
+def test_low_resolution_simulation_removes_what_a_coarser_grid_cannot_hold() -> None:
+    z, y, x = np.indices((48, 48, 48), dtype=np.float32)
+    ramp = 0.5 * z - 0.25 * y + x
+    low = simulate_low_resolution(ramp, (2.0, 2.0, 2.0))
+    assert low.shape == ramp.shape and low.dtype == np.float32
+    inner = (slice(4, -4),) * 3  # away from the clamped edges, a linear image is kept
+    np.testing.assert_allclose(low[inner], ramp[inner], atol=1e-3)
+    # a pattern at the fine grid's Nyquist frequency does not survive a grid twice as coarse;
+    # a slow wave (24 voxels per period) does, nearly at full amplitude
+    checker = np.where((z + y + x) % 2 == 0, 1.0, -1.0).astype(np.float32)
+    assert simulate_low_resolution(checker, (2.0, 2.0, 2.0))[inner].std() < 0.1
+    wave = np.sin(2 * np.pi * x / 24).astype(np.float32)
+    kept = simulate_low_resolution(wave, (2.0, 2.0, 2.0))[inner].std() / wave[inner].std()
+    assert 0.8 < kept <= 1.0
+    # factor 1 leaves an axis alone: a pattern along z only is untouched by (1, 2, 2)
+    along_z = np.where(z % 2 == 0, 1.0, -1.0).astype(np.float32)
+    np.testing.assert_array_equal(simulate_low_resolution(along_z, (1.0, 2.0, 2.0)), along_z)
+    np.testing.assert_array_equal(simulate_low_resolution(ramp, (1.0, 1.0, 1.0)), ramp)
+    # physical coarsening per axis: a 5 um axis is not coarsened by 2x, a 4 um one by 8x is 2x
+    assert coarse_factors(2.0, None) == (2.0, 2.0, 2.0)
+    assert coarse_factors(2.0, (5.0, 1.0, 1.0)) == (1.0, 2.0, 2.0)
+    assert coarse_factors(8.0, (4.0, 1.0, 1.0)) == (2.0, 8.0, 8.0)
+
+
+def test_low_resolution_augmentation_touches_the_image_only_and_only_when_on() -> None:
+    rng = np.random.default_rng(0)
+    image = rng.normal(size=(16, 16, 16)).astype(np.float32)
+    label = rng.integers(0, 3, (16, 16, 16)).astype(np.uint8)
+
+    def run(**kw):
+        g = np.random.default_rng(3)
+        out = augment(image, label, g, flip=False, rot90=False, **kw)
+        return out, g.uniform()  # the generator's next draw: what the call consumed
+
+    (plain, plain_label), plain_next = run()
+    (off, _), off_next = run(lowres_factor=2.0, lowres_probability=0.0)
+    np.testing.assert_array_equal(plain, image)
+    np.testing.assert_array_equal(off, plain)
+    assert off_next == plain_next  # off: no random number drawn, crops of before unchanged
+    (low, low_label), _ = run(lowres_factor=2.0, lowres_probability=1.0)
+    np.testing.assert_array_equal(low_label, label)
+    assert low.std() < 0.8 * image.std()  # white noise loses its finest frequencies
+    with pytest.raises(ValueError):
+        DataConfig(lowres_factor=0.5)
 
 
 def test_rot90_never_mixes_anisotropic_axes() -> None:

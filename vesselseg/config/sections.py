@@ -66,7 +66,9 @@ class DataConfig:
 
     Crops are sampled at ``target_spacing`` ``[z, y, x]`` (in the training volumes' unit;
     None: their median spacing per axis) and resampled from each volume on the fly;
-    ``scale_range`` ``r`` zooms each training crop by a factor drawn from ``[1 - r, 1 + r]``.
+    ``scale_range`` ``r`` zooms each training crop by a factor drawn from ``[1 - r, 1 + r]``;
+    ``lowres_factor`` ``F > 1`` shows ``lowres_probability`` of the crops as a scan up to ``F``
+    times coarser, resampled back to the crop's grid (what inference does to coarser scans).
     """
 
     train_dir: Str = "data/raw/train"
@@ -91,6 +93,10 @@ class DataConfig:
     # the training volumes (no resampling when none has a known spacing)
     target_spacing: Triple[Annotated[Float, Field(gt=0.0)]] | None = None
     scale_range: Float = Field(0.0, ge=0.0, lt=1.0)  # zoom each crop by U(1 - r, 1 + r)
+    # simulate scans up to this many times coarser, resampled back (1 = off), on this share
+    # of the crops: a model that meets coarser scans resampled to its grid has seen them
+    lowres_factor: Float = Field(1.0, ge=1.0, le=4.0)
+    lowres_probability: Float = Field(0.25, ge=0.0, le=1.0)
     # volume: each volume's percentiles -> 0..1; dataset: clip to the dataset's [lo, hi] and
     # z-score with its mean and sd (nnU-Net's CT scheme), the same numbers for every volume
     normalization: Literal["volume", "dataset"] = "volume"

@@ -1,8 +1,15 @@
 """Crop augmentation: pure numpy functions driven by an explicit ``np.random.Generator``.
 
 Geometric transforms (flips, 90° rotations) are applied identically to image and label;
-intensity transforms (scale, shift, Gaussian noise) to the image only. Arrays are
-``(z, y, x)``.
+intensity transforms (scale, shift, Gaussian noise) and the low-resolution simulation to the
+image only. Arrays are ``(z, y, x)``.
+
+The low-resolution simulation (:func:`simulate_low_resolution`, ``data.lowres_factor``) is
+what a scan at a coarser voxel size looks like once inference has resampled it to the model's
+grid: the crop is averaged down to a grid up to ``lowres_factor`` times coarser and
+interpolated back trilinearly (as :mod:`vesselseg.inference.resample` does), so a model
+trained at 1 µm has seen blurred, upsampled vessels before it meets a 2 µm scan (nnU-Net's
+``SimulateLowResolutionTransform``). The label is unchanged: the truth is still the fine one.
 
 With a crop ``spacing`` (anisotropic data), 90° rotations stay in the planes whose two axes
 have the same spacing within 1 % (:func:`rot90_planes`): a rotation never swaps a 5 µm axis
@@ -15,6 +22,8 @@ import math
 from collections.abc import Sequence
 
 import numpy as np
+
+from vesselseg.data.resample import linear_resample
 
 PLANES = ((0, 1), (0, 2), (1, 2))
 ISOTROPIC_TOLERANCE = 0.01  # two axes have "the same spacing" within 1 %
@@ -74,6 +83,50 @@ def scale_shift(
     )
 
 
+def coarse_factors(factor: float, spacing: Sequence[float] | None) -> tuple[float, ...]:
+    """Per-axis coarsening for a physical coarsening ``factor``: an axis already ``r`` times
+    coarser than the finest is coarsened by ``factor / r`` (never below 1)."""
+    if spacing is None:
+        return (factor,) * 3
+    finest = min(spacing)
+    return tuple(max(1.0, factor * finest / s) for s in spacing)
+
+
+def simulate_low_resolution(image: np.ndarray, factors: Sequence[float]) -> np.ndarray:
+    """``image`` as if acquired on a grid ``factors`` times coarser per axis and interpolated
+    back: Gaussian anti-aliasing (sigma ``(f - 1) / 2`` voxels), trilinear samples at the
+    coarse voxel centres, trilinear back to the fine centres. Same shape, float32; factors of
+    1 leave an axis as it is."""
+    from scipy import ndimage
+
+    sigma = [max(0.0, (f - 1.0) / 2.0) for f in factors]
+    out = np.asarray(image, dtype=np.float32)
+    if not any(sigma):
+        return out
+    out = ndimage.gaussian_filter(out, sigma, mode="nearest")
+    coarse = []
+    for n, f in zip(out.shape, factors, strict=True):
+        m = max(1, round(n / f))
+        coarse.append((np.arange(m) + 0.5) * (n / m) - 0.5)  # coarse centres, fine coordinates
+    low = linear_resample(out, coarse)
+    back = [(np.arange(n) + 0.5) * (low.shape[a] / n) - 0.5 for a, n in enumerate(out.shape)]
+    return linear_resample(low, back)
+
+
+def random_low_resolution(
+    image: np.ndarray,
+    rng: np.random.Generator,
+    factor: float,
+    probability: float,
+    spacing: Sequence[float] | None = None,
+) -> np.ndarray:
+    """With ``probability``, :func:`simulate_low_resolution` at a physical coarsening drawn
+    from ``U(1, factor)`` (per axis: :func:`coarse_factors`)."""
+    if rng.uniform() >= probability:
+        return image
+    return simulate_low_resolution(image, coarse_factors(rng.uniform(1.0, factor), spacing))
+
+
 def add_noise(image: np.ndarray, rng: np.random.Generator, std: float) -> np.ndarray:
     """Add iid Gaussian noise of standard deviation ``std`` (float32)."""
     noise = rng.standard_normal(image.shape, dtype=np.float32) * np.float32(std)
@@ -90,11 +143,15 @@ def augment(
     intensity_shift: float = 0.0,
     noise_std: float = 0.0,
     spacing: Sequence[float] | None = None,
+    lowres_factor: float = 1.0,
+    lowres_probability: float = 0.0,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Augment one ``(z, y, x)`` crop; returns C-contiguous ``(float32 image, label)``.
 
     Image and label get the same flips/rotations; intensity changes touch the image only.
     ``spacing`` is the crop's voxel size per axis: rotations stay in planes of equal spacing.
+    ``lowres_factor > 1`` with ``lowres_probability > 0`` simulates a coarser scan
+    (:func:`random_low_resolution`); off, no random number is drawn for it.
     """
     if image.shape != label.shape:
         raise ValueError(f"image shape {image.shape} != label shape {label.shape}")
@@ -104,6 +161,8 @@ def augment(
         image, label = random_rot90(image, label, rng, spacing)
     if intensity_scale > 0 or intensity_shift > 0:
         image = scale_shift(image, rng, intensity_scale, intensity_shift)
+    if lowres_factor > 1.0 and lowres_probability > 0:
+        image = random_low_resolution(image, rng, lowres_factor, lowres_probability, spacing)
     if noise_std > 0:
         image = add_noise(image, rng, noise_std)
     image = np.ascontiguousarray(image, dtype=np.float32)

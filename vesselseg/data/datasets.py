@@ -116,10 +116,20 @@ class AugmentParams:
     intensity_scale: float = 0.0
     intensity_shift: float = 0.0
     noise_std: float = 0.0
+    lowres_factor: float = 1.0
+    lowres_probability: float = 0.0
 
     @classmethod
     def from_config(cls, cfg: DataConfig) -> AugmentParams:
-        return cls(cfg.flip, cfg.rot90, cfg.intensity_scale, cfg.intensity_shift, cfg.noise_std)
+        return cls(
+            cfg.flip,
+            cfg.rot90,
+            cfg.intensity_scale,
+            cfg.intensity_shift,
+            cfg.noise_std,
+            cfg.lowres_factor,
+            cfg.lowres_probability,
+        )
 
 
 class _CropDatasetBase(Dataset):
@@ -308,6 +318,8 @@ class RandomCropDataset(_CropDatasetBase):
                 a.intensity_shift,
                 a.noise_std,
                 self.item_spacing(axis),
+                a.lowres_factor,
+                a.lowres_probability,
             )
         return self._to_tensors(image, label, axis)
 
