@@ -70,13 +70,15 @@ def run_pipeline(seed: int, threads: int, until: str | None) -> dict:
     if result.returncode != 0:
         raise SystemExit(f"dvc repro failed in {work}:\n{result.stdout}\n{result.stderr}")
     minutes = (time.perf_counter() - start) / 60
-    dice = {}
+    dice, detail = {}, {}
     for model, rel in METRICS.items():
         path = work / rel
         if path.is_file():
-            dice[model] = json.loads(path.read_text())["overall"]["dice"]
+            metrics = json.loads(path.read_text())
+            dice[model] = metrics["overall"]["dice"]
+            detail[model] = {"threshold": metrics.get("threshold"), **metrics["overall"]}
     shutil.rmtree(work, ignore_errors=True)
-    return {"seed": seed, "threads": threads, "minutes": minutes, "dice": dice}
+    return {"seed": seed, "threads": threads, "minutes": minutes, "dice": dice, "detail": detail}
 
 
 def main() -> None:
@@ -91,7 +93,10 @@ def main() -> None:
         for threads in args.threads:
             r = run_pipeline(seed, threads, args.until)
             results.append(r)
-            shown = ", ".join(f"{m} {d:.3f}" for m, d in r["dice"].items())
+            shown = ", ".join(
+                f"{m} {d:.3f} (threshold {r['detail'][m]['threshold']})"
+                for m, d in r["dice"].items()
+            )
             print(f"seed {seed}, {threads} thread(s): {shown} ({r['minutes']:.1f} min)", flush=True)
     models = [m for m in METRICS if all(m in r["dice"] for r in results)]
     rows = []

@@ -128,3 +128,24 @@ def test_train_records_the_planned_statistics(tiny_dataset: Path, tmp_path: Path
     annotated = fingerprint_dataset(discover_dataset(tiny_dataset / "train")).annotated
     want = [annotated.p0_5, annotated.p99_5, annotated.mean, annotated.std]
     np.testing.assert_allclose(load_meta(out).intensity, want, rtol=0, atol=1e-6)  # 6 places
+
+
+def test_percentiles_of_a_resampled_view_are_its_own_and_cached_apart(tmp_path: Path) -> None:
+    """A finer scan is noisier per voxel: the percentiles that normalise it come from the view
+    the network sees (here averaged 2x per axis, so less spread), cached under the view's
+    shape."""
+    from vesselseg.inference.resample import ResampledVolume
+
+    rng = np.random.default_rng(0)
+    path = tmp_path / "fine.npy"
+    np.save(path, rng.normal(100.0, 20.0, (32, 40, 48)).astype(np.float32))
+    volume = open_volume(path)
+    view = ResampledVolume(volume, (16, 20, 24))
+    raw = load_or_compute_stats(volume, [0.5, 99.5])
+    seen = load_or_compute_stats(volume, [0.5, 99.5], view=view)
+    want = np.percentile(np.asarray(view[...], np.float64), [0.5, 99.5])
+    assert (seen.lo, seen.hi) == pytest.approx(tuple(want), rel=1e-6)
+    assert seen.hi - seen.lo < 0.6 * (raw.hi - raw.lo)  # noise std / sqrt(8)
+    # the cache beside the volume never hands one's percentiles to the other
+    assert load_or_compute_stats(volume, [0.5, 99.5], view=view) == seen
+    assert load_or_compute_stats(volume, [0.5, 99.5]) == raw

@@ -60,6 +60,20 @@ def test_annotation_is_sparse_human_like_and_consistent_with_truth() -> None:
         assert abs(image[truth == 1].mean() - image[truth == 0].mean()) > 0.1
 
 
+def test_unlabelled_band_leaves_the_rim_outside_vessels_at_zero() -> None:
+    """Band 0 (the default): a box is labelled everywhere, 1 exactly on truth vessel; a band of
+    0.5 voxel leaves the voxels just outside vessels unlabelled and nothing else changes."""
+    shape = (48, 48, 48)
+    full = plan_volume(shape, 5, CFG)
+    rim = plan_volume(shape, 5, SynthConfig(unlabelled_band=0.5))
+    (_, truth, a), (_, _, b) = (list(iter_volume(p, 48))[0][1:] for p in (full, rim))
+    boxes = a > 0
+    assert np.array_equal(a[boxes] == 1, truth[boxes] == 1)
+    assert np.array_equal(b > 0, boxes & (b > 0)) and (b[boxes] == 0).any()
+    unlabelled = boxes & (b == 0)
+    assert (truth[unlabelled] == 0).all() and np.array_equal(a[b > 0], b[b > 0])
+
+
 def test_vessels_brighter_or_darker() -> None:
     signs = set()
     for seed in range(8):

@@ -142,12 +142,18 @@ def load_or_compute_stats(
     cache_dir: str | Path | None = None,
     max_samples: int = 1_000_000,
     max_planes: int = 64,
+    view: Any = None,
 ) -> IntensityStats:
     """Percentile stats of a :class:`~vesselseg.io.Volume` (``.path`` needed), cached as JSON.
 
+    ``view`` is the volume as the network sees it when that differs (resampled to the model's
+    voxel size): the percentiles are then taken from its voxels, since they depend on the
+    voxel size (a finer scan of the same sample is noisier per voxel, so its raw percentiles
+    spread wider and would dim every vessel once normalised).
+
     The cache (``<image>.stats.json`` beside the image, else under ``cache_dir``, default
-    ``~/.cache/vesselseg``) is reused while the image's path, size and mtime and the requested
-    percentiles are unchanged.
+    ``~/.cache/vesselseg``) is reused while the image's path, size and mtime, the requested
+    percentiles and the view's shape are unchanged.
     """
     source = Path(volume.path)
     key = {
@@ -157,12 +163,14 @@ def load_or_compute_stats(
         "max_samples": int(max_samples),
         "max_planes": int(max_planes),
     }
+    if view is not None:
+        key["view"] = [int(n) for n in view.shape]
     candidates = cache_candidates(source, STATS_SUFFIX, cache_dir)
     for path in candidates:
         stats = _read_stats(path, key)
         if stats is not None:
             return stats
-    stats = compute_stats(volume, percentiles, max_samples, max_planes)
+    stats = compute_stats(volume if view is None else view, percentiles, max_samples, max_planes)
     log.info("intensity percentiles of %s: %.4g .. %.4g", source, stats.lo, stats.hi)
     text = json.dumps({"key": key, "stats": asdict(stats)}, indent=1).encode()
     if not any(atomic_write(p, lambda h: h.write(text)) for p in candidates):

@@ -141,7 +141,8 @@ def _predictor(
         dataset = DatasetIntensity.from_list(model.intensity)
         stats, intensity = None, tuple(dataset.as_list())
     else:
-        dataset, stats = None, load_or_compute_stats(volume, model.percentiles)
+        view = source if finer_than(volume, source) else None  # see load_or_compute_stats
+        dataset, stats = None, load_or_compute_stats(volume, model.percentiles, view=view)
         release_pages(getattr(volume, "_array", None))  # pages read for the percentiles
         intensity = (stats.lo, stats.hi)
     predictor = StreamingPredictor(
@@ -209,6 +210,16 @@ def _predict_resampled(
     result.write_back_seconds = back["seconds"]
     result.resample_seconds = view.seconds + back["resample_seconds"]
     result.resample_peak_bytes = int(max(view.peak_bytes, back["peak_bytes"]))
+
+
+def finer_than(volume: Any, view: Any) -> bool:
+    """Whether ``view`` is ``volume`` averaged down to fewer voxels (a finer input on the
+    model's grid). Its own percentiles then normalise it: averaging is what a scan at the
+    model's voxel size measures, so its intensity spread is the one the model was trained on,
+    while the raw input's is wider (more noise per voxel). An upsampled view is only
+    interpolated: its spread is narrower than any real scan's, so the input's own
+    percentiles are kept."""
+    return view is not volume and int(np.prod(view.shape)) < int(np.prod(volume.shape))
 
 
 def _normaliser(path: Path, stats: Any, dataset: Any) -> Callable[[np.ndarray], np.ndarray]:

@@ -43,6 +43,7 @@ class VolumePlan:
     noise: float
     seed: int
     spacing: tuple[float, float, float] = (1.0, 1.0, 1.0)  # (z, y, x) per voxel, in um
+    unlabelled_band: float = 0.0  # voxels just outside a vessel an annotator leaves at 0
 
     @property
     def extent(self) -> tuple[float, float, float]:
@@ -163,7 +164,9 @@ def plan_volume(
     patches = _plan_patches(grid, segments, rng, cfg.annotated_fraction) if annotate else []
     if annotate and spacing != (1.0, 1.0, 1.0):
         patches = [_patch_on_grid(p, spacing, shape) for p in patches]
-    return VolumePlan(shape, segments, patches, contrast, waves, cfg.noise, seed, spacing)
+    return VolumePlan(
+        shape, segments, patches, contrast, waves, cfg.noise, seed, spacing, cfg.unlabelled_band
+    )
 
 
 def _patch_on_grid(patch: Patch, spacing: tuple[float, ...], shape: tuple[int, ...]) -> Patch:

@@ -58,6 +58,29 @@ def _plane_noise(seed: int, stream: int, z_range: range, plane: tuple[int, int])
     return out
 
 
+def _laplacian(field: np.ndarray, spacing: tuple[float, float, float]) -> np.ndarray:
+    """The Laplacian of ``field`` in physical units (per um^2): the same edge fringe at every
+    voxel size (a voxel Laplacian of the same profile grows with the voxel size squared)."""
+    from scipy import ndimage
+
+    if tuple(spacing) == (1.0, 1.0, 1.0):
+        return ndimage.laplace(field)
+    out = np.zeros_like(field)
+    for axis, step in enumerate(spacing):
+        out += ndimage.correlate1d(field, [1.0, -2.0, 1.0], axis=axis) / np.float32(step**2)
+    return out
+
+
+def _grain_gain(spacing: tuple[float, float, float], width: float) -> float:
+    """Gain that gives white noise smoothed by a Gaussian of ``width`` um the same amplitude
+    at every voxel size: smoothing over s voxels divides its std by about s^(3/2), and
+    ``width`` um is ``width / spacing`` voxels (1 at unit spacing)."""
+    if tuple(spacing) == (1.0, 1.0, 1.0):
+        return 1.0
+    voxels = [max(width / step, 0.5) for step in spacing]
+    return float(np.prod(voxels) / width**3) ** 0.5
+
+
 def render_slab(plan: VolumePlan, z0: int, z1: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Image (float32), truth (uint8 0/1) and annotation (uint8 0/1/2) of planes ``z0:z1``."""
     from scipy import ndimage
@@ -82,23 +105,29 @@ def render_slab(plan: VolumePlan, z0: int, z1: int) -> tuple[np.ndarray, np.ndar
             np.float32
         )
     grain = ndimage.gaussian_filter(_plane_noise(plan.seed, 1, range(e0, e1), (ny, nx)), sigma(1.5))
-    tissue += 0.12 * grain
+    tissue += np.float32(0.12 * _grain_gain(plan.spacing, 1.5)) * grain
 
     image = tissue + np.float32(plan.contrast) * soft
     image = ndimage.gaussian_filter(image, sigma(0.8))
-    fringe = ndimage.laplace(ndimage.gaussian_filter(soft, sigma(1.0)))
+    fringe = _laplacian(ndimage.gaussian_filter(soft, sigma(1.0)), plan.spacing)
     image -= np.float32(0.6 * abs(plan.contrast)) * fringe
-    image += np.float32(plan.noise) * _plane_noise(plan.seed, 2, range(e0, e1), (ny, nx))
+    noise = plan.noise / float(np.prod(plan.spacing)) ** 0.5  # per um^3: a voxel averages it
+    image += np.float32(noise) * _plane_noise(plan.seed, 2, range(e0, e1), (ny, nx))
 
     core = slice(z0 - e0, z1 - e0)
     sdf_core = sdf[core]
     truth = (sdf_core <= 0).astype(np.uint8)
-    mask = annotation_slab(plan.patches, z0, z1, sdf_core if unit else sdf_core / voxel)
+    mask = annotation_slab(
+        plan.patches, z0, z1, sdf_core if unit else sdf_core / voxel, plan.unlabelled_band
+    )
     return image[core].astype(np.float32), truth, mask
 
 
-def annotation_slab(patches: list[Patch], z0: int, z1: int, sdf: np.ndarray) -> np.ndarray:
-    """The 0/1/2 annotation of planes ``z0:z1`` given their signed distance ``sdf``."""
+def annotation_slab(
+    patches: list[Patch], z0: int, z1: int, sdf: np.ndarray, band: float = 0.0
+) -> np.ndarray:
+    """The 0/1/2 annotation of planes ``z0:z1`` given their signed distance ``sdf`` (in
+    voxels): inside a patch 1 in vessels, 2 beyond ``band`` voxels from them, 0 between."""
     mask = np.zeros(sdf.shape, dtype=np.uint8)
     for p in patches:
         region: tuple[slice, ...]
@@ -122,7 +151,7 @@ def annotation_slab(patches: list[Patch], z0: int, z1: int, sdf: np.ndarray) -> 
                 else (slice(zs - z0, ze - z0), rest, plane)
             )
         d = sdf[region]
-        mask[region] = np.where(d <= 0, 1, np.where(d > 0.5, 2, 0)).astype(np.uint8)
+        mask[region] = np.where(d <= 0, 1, np.where(d > band, 2, 0)).astype(np.uint8)
     return mask
 
 
