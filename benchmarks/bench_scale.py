@@ -4,6 +4,7 @@
     python benchmarks/bench_scale.py --model models/stage1.pt   # reuse a model trained at 1 um
     python benchmarks/bench_scale.py --no-control    # skip the model trained natively at 2 um
     python benchmarks/bench_scale.py --set data.lowres_factor=2   # train with these settings
+    python benchmarks/bench_scale.py --set synth.unlabelled_band=0   # training data's synth
 
 The test volumes are rendered by `vesselseg synth --spacing S` from the same seeds and the
 same physical extent (96 um), so they hold the same vessel trees on grids of 192³, 96³ and 48³
@@ -66,12 +67,14 @@ def predict_and_score(
 
 
 def native_control(
-    work: Path, params: list[str], n_test: int, base: float, train_sets: list[str]
-) -> list[str]:
+    work: Path, params: list[str], n_test: int, base: float, train_sets: list[str],
+    synth_sets: list[str],
+) -> list[str]:  # fmt: skip
     """Train the demo U-Net on the training volumes rendered at 2 um and score it on the 2 um
     test volumes: the table row of the control."""
     size = str(round(EXTENT / 2.0))
-    vesselseg("synth", "data-2um", "--size", size, "--spacing", "2", *params, cwd=work)
+    vesselseg("synth", "data-2um", "--size", size, "--spacing", "2", *params, *synth_sets,
+              cwd=work)  # fmt: skip
     start = time.perf_counter()
     vesselseg("train", "--out", "model-2um.pt", "--run-name", "bench-scale-2um",
               "--train-dir", "data-2um/train", "--val-dir", "data-2um/val", *params,
@@ -91,15 +94,17 @@ def main() -> None:
     parser.add_argument("--no-control", action="store_true", help="skip the native 2 um model")
     parser.add_argument(
         "--set", action="append", default=[], metavar="KEY=VALUE",
-        help="a training setting (both models), e.g. data.lowres_factor=2",
+        help="a training setting (both models), e.g. data.lowres_factor=2; synth.* keys go to"
+        " the training data's synth, e.g. synth.unlabelled_band=0",
     )  # fmt: skip
     args = parser.parse_args()
-    train_sets = [item for kv in args.set for item in ("--set", kv)]
+    synth_sets = [item for kv in args.set if kv.startswith("synth.") for item in ("--set", kv)]
+    train_sets = [item for kv in args.set if not kv.startswith("synth.") for item in ("--set", kv)]
     work = Path(tempfile.mkdtemp(prefix="bench-scale-"))
     params = ["-p", str(ROOT / "params.yaml")]
     model = args.model.resolve() if args.model else None
     if model is None:
-        vesselseg("synth", "data/raw", *params, cwd=work)
+        vesselseg("synth", "data/raw", *params, *synth_sets, cwd=work)
         start = time.perf_counter()
         vesselseg("train", "--out", "model.pt", "--run-name", "bench-scale", *params,
                   *train_sets, cwd=work)  # fmt: skip
@@ -125,7 +130,7 @@ def main() -> None:
     for row, key in zip(rows, dice):
         row.insert(3, f"{dice[key] - base:+.3f}")
     if not args.no_control:
-        rows.append(native_control(work, params, args.n_test, base, train_sets))
+        rows.append(native_control(work, params, args.n_test, base, train_sets, synth_sets))
     print_table(
         f"Dice of a 1 um model on the same vessels at other voxel sizes {' '.join(args.set)}"
         f" (work folder {work})",

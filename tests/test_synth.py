@@ -61,11 +61,11 @@ def test_annotation_is_sparse_human_like_and_consistent_with_truth() -> None:
 
 
 def test_unlabelled_band_leaves_the_rim_outside_vessels_at_zero() -> None:
-    """Band 0 (the default): a box is labelled everywhere, 1 exactly on truth vessel; a band of
-    0.5 voxel leaves the voxels just outside vessels unlabelled and nothing else changes."""
+    """Band 0: a box is labelled everywhere, 1 exactly on truth vessel; a band of 0.5 voxel
+    (the default) leaves the voxels just outside vessels unlabelled and nothing else changes."""
     shape = (48, 48, 48)
-    full = plan_volume(shape, 5, CFG)
-    rim = plan_volume(shape, 5, SynthConfig(unlabelled_band=0.5))
+    full = plan_volume(shape, 5, SynthConfig(unlabelled_band=0.0))
+    rim = plan_volume(shape, 5, CFG)
     (_, truth, a), (_, _, b) = (list(iter_volume(p, 48))[0][1:] for p in (full, rim))
     boxes = a > 0
     assert np.array_equal(a[boxes] == 1, truth[boxes] == 1)

@@ -51,7 +51,7 @@ class SynthConfig:
     min_radius: Float = Field(1.0, gt=0.0)
     annotated_fraction: Float = Field(0.01, gt=0.0, lt=0.5)
     # voxels just outside each vessel an annotator leaves unlabelled (0); 0: boxes fully labelled
-    unlabelled_band: Float = Field(0.0, ge=0.0)
+    unlabelled_band: Float = Field(0.5, ge=0.0)
     noise: Float = Field(0.05, ge=0.0)
     slab: Int = Field(64, ge=8)
 

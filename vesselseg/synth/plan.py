@@ -43,7 +43,7 @@ class VolumePlan:
     noise: float
     seed: int
     spacing: tuple[float, float, float] = (1.0, 1.0, 1.0)  # (z, y, x) per voxel, in um
-    unlabelled_band: float = 0.0  # voxels just outside a vessel an annotator leaves at 0
+    unlabelled_band: float = 0.5  # voxels just outside a vessel an annotator leaves at 0
 
     @property
     def extent(self) -> tuple[float, float, float]:

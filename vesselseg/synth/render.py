@@ -124,7 +124,7 @@ def render_slab(plan: VolumePlan, z0: int, z1: int) -> tuple[np.ndarray, np.ndar
 
 
 def annotation_slab(
-    patches: list[Patch], z0: int, z1: int, sdf: np.ndarray, band: float = 0.0
+    patches: list[Patch], z0: int, z1: int, sdf: np.ndarray, band: float = 0.5
 ) -> np.ndarray:
     """The 0/1/2 annotation of planes ``z0:z1`` given their signed distance ``sdf`` (in
     voxels): inside a patch 1 in vessels, 2 beyond ``band`` voxels from them, 0 between."""
