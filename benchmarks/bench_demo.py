@@ -70,13 +70,13 @@ def run_pipeline(seed: int, threads: int, until: str | None) -> dict:
     if result.returncode != 0:
         raise SystemExit(f"dvc repro failed in {work}:\n{result.stdout}\n{result.stderr}")
     minutes = (time.perf_counter() - start) / 60
-    dice, detail = {}, {}
+    detail = {}
     for model, rel in METRICS.items():
         path = work / rel
         if path.is_file():
             metrics = json.loads(path.read_text())
-            dice[model] = metrics["overall"]["dice"]
             detail[model] = {"threshold": metrics.get("threshold"), **metrics["overall"]}
+    dice = {model: d["dice"] for model, d in detail.items()}
     shutil.rmtree(work, ignore_errors=True)
     return {"seed": seed, "threads": threads, "minutes": minutes, "dice": dice, "detail": detail}
 

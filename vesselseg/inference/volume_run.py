@@ -219,7 +219,7 @@ def finer_than(volume: Any, view: Any) -> bool:
     while the raw input's is wider (more noise per voxel). An upsampled view is only
     interpolated: its spread is narrower than any real scan's, so the input's own
     percentiles are kept."""
-    return view is not volume and int(np.prod(view.shape)) < int(np.prod(volume.shape))
+    return int(np.prod(view.shape)) < int(np.prod(volume.shape))
 
 
 def _normaliser(path: Path, stats: Any, dataset: Any) -> Callable[[np.ndarray], np.ndarray]:

@@ -63,7 +63,7 @@ def _laplacian(field: np.ndarray, spacing: tuple[float, float, float]) -> np.nda
     voxel size (a voxel Laplacian of the same profile grows with the voxel size squared)."""
     from scipy import ndimage
 
-    if tuple(spacing) == (1.0, 1.0, 1.0):
+    if tuple(spacing) == (1.0, 1.0, 1.0):  # the same sum, in the bytes the demo data has always had
         return ndimage.laplace(field)
     out = np.zeros_like(field)
     for axis, step in enumerate(spacing):
