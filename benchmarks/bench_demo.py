@@ -7,6 +7,7 @@ mean, standard deviation and range per model:
     python benchmarks/bench_demo.py                          # seeds 0 1 2 x threads 1 2
     python benchmarks/bench_demo.py --seeds 0 1 --threads 2  # fewer runs
     python benchmarks/bench_demo.py --until compare_stage1   # stage 1 only (much faster)
+    python benchmarks/bench_demo.py --set model.norm=group   # a params.yaml key changed
 
 Each full pipeline takes ~12 min on 2 cores; runs go one after the other. The synthetic data
 (synth.seed) stays the same: only training randomness and float reduction order change.
@@ -23,6 +24,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 from _table import print_table
@@ -36,19 +38,23 @@ METRICS = {  # model -> metrics file written by the pipeline
 }
 
 
-def set_train_seed(params: Path, seed: int) -> None:
-    """Rewrite ``train.seed`` in a params.yaml, keeping its comments and every other key."""
-    section, out = None, []
+def set_param(params: Path, key: str, value: str) -> None:
+    """Rewrite ``section.key`` (a top-level key of a section) in a params.yaml, keeping its
+    comments and every other key; a key that is not there is an error."""
+    want_section, _, want_key = key.partition(".")
+    section, out, found = None, [], False
     for line in params.read_text().splitlines(keepends=True):
         if line[:1].isalpha() and line.rstrip().endswith(":"):
             section = line.strip()[:-1]
-        if section == "train" and line.startswith("  seed:"):
-            line = f"  seed: {seed}\n"
+        if section == want_section and line.startswith(f"  {want_key}:"):
+            line, found = f"  {want_key}: {value}\n", True
         out.append(line)
+    if not found:
+        raise SystemExit(f"--set {key}: no such key in params.yaml")
     params.write_text("".join(out))
 
 
-def run_pipeline(seed: int, threads: int, until: str | None) -> dict:
+def run_pipeline(seed: int, threads: int, until: str | None, settings: Sequence[str] = ()) -> dict:
     """Test Dice per model of one `dvc repro` with train.seed = seed and `threads` threads."""
     work = Path(tempfile.mkdtemp(prefix=f"demo-s{seed}-t{threads}-"))
     for name in ("dvc.yaml", "params.yaml"):
@@ -63,7 +69,10 @@ def run_pipeline(seed: int, threads: int, until: str | None) -> dict:
 
     sh(str(bin_dir / "dvc"), "init", "--no-scm", "-q")
     sh(str(bin_dir / "dvc"), "config", "core.analytics", "false")
-    set_train_seed(work / "params.yaml", seed)  # synth.seed stays: the same data every run
+    set_param(work / "params.yaml", "train.seed", str(seed))  # synth.seed stays: same data
+    for setting in settings:
+        key, _, value = setting.partition("=")
+        set_param(work / "params.yaml", key, value)
     start = time.perf_counter()
     repro = [str(bin_dir / "dvc"), "repro", "-q"] + ([until] if until else [])
     result = subprocess.run(repro, cwd=work, env=env, capture_output=True, text=True)
@@ -87,11 +96,19 @@ def main() -> None:
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--until", help="dvc stage to stop at (e.g. compare_stage1)")
     parser.add_argument("--json", type=Path, help="also write the results here")
+    parser.add_argument(
+        "--set",
+        dest="settings",
+        action="append",
+        default=[],
+        metavar="SECTION.KEY=VALUE",
+        help="override a params.yaml key in every run (e.g. model.norm=group)",
+    )
     args = parser.parse_args()
     results = []
     for seed in args.seeds:
         for threads in args.threads:
-            r = run_pipeline(seed, threads, args.until)
+            r = run_pipeline(seed, threads, args.until, args.settings)
             results.append(r)
             shown = ", ".join(
                 f"{m} {d:.3f} (threshold {r['detail'][m]['threshold']})"

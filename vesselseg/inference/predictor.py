@@ -57,6 +57,7 @@ import torch
 
 from vesselseg.inference.blender import Blender, Finished, WindowWeights, host_view, zeros
 from vesselseg.inference.blocks import batch_starts, strip_keys_of, tiles_for
+from vesselseg.inference.heap import fix_mmap_threshold
 from vesselseg.inference.plan import (
     DEFAULT_MAX_BUFFER_BYTES,
     CellKey,
@@ -216,6 +217,7 @@ class StreamingPredictor:
         if tuple(volume.shape) != self.grid.shape:
             raise ValueError(f"volume shape {tuple(volume.shape)} != grid shape {self.grid.shape}")
         stats = RunStats(resumed_from=resume_from)
+        fix_mmap_threshold()  # a heap that does not fragment over a long run (inference.heap)
         start = self.plan.restart_tile(resume_from) if resume_from else 0
         if self.tissue is not None:  # windows are grouped row by row (see _KeptWindows)
             start = self.plan.row_of(start)[0]

@@ -1,0 +1,56 @@
+"""A fixed glibc mmap threshold, so a long streamed run does not fragment the C heap.
+
+glibc serves an allocation below its *mmap threshold* from the heap and maps a larger one
+separately (returned to the system when freed). The threshold is dynamic by default: each
+time a mapped block is freed, it rises to that block's size (up to 32 MiB), and the heap's
+trim threshold with it. In a streamed prediction the network's activations (MiBs each, freed
+after every batch) then move onto the heap, where they interleave with the live cells,
+strips and finished outputs of other sizes and lifetimes. The free gaps that leaves are never
+handed back: measured on a 512^3 volume (U-Net base 8, 48^3 tiles, batch 2, 2 CPU threads),
+the heap grew from 195 to 309 MiB over the first 500 of 1372 batches, with 129 MiB of it
+free, while the memory in use stayed at 163 MiB - the run's peak RSS grew with the volume's
+depth although its buffers do not.
+
+:func:`fix_mmap_threshold` sets the threshold once, to a fixed value (``mallopt``, which also
+stops the dynamic adjustment and keeps the default trim threshold): blocks of
+:data:`MMAP_THRESHOLD` and more are mapped and unmapped every time, smaller ones reuse heap
+space of stable sizes. With 8 MiB the same 512^3 run held its heap at 194 MiB throughout. A
+much smaller threshold (64 KiB) also stops the growth but maps and unmaps so many blocks that
+the CPU forward pass ran ~50 % slower. It is a process-wide setting, applied by
+:class:`~vesselseg.inference.predictor.StreamingPredictor` when a run starts; on a C library
+other than glibc it does nothing.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import functools
+import logging
+
+log = logging.getLogger(__name__)
+
+M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter number (malloc.h)
+MMAP_THRESHOLD = 8 << 20  # blocks of this size and more are mapped (see the module doc)
+
+
+@functools.cache
+def _mallopt() -> ctypes._CFuncPtr | None:  # type: ignore[name-defined]
+    """glibc's ``mallopt``, or None where the C library has none."""
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        return libc.mallopt
+    except (OSError, AttributeError):
+        return None
+
+
+def fix_mmap_threshold(nbytes: int = MMAP_THRESHOLD) -> bool:
+    """Set glibc's mmap threshold to ``nbytes`` for the rest of the process (no longer
+    dynamic). True when the C library took it; False elsewhere (nothing changes)."""
+    mallopt = _mallopt()
+    if mallopt is None:
+        return False
+    ok = bool(mallopt(M_MMAP_THRESHOLD, int(nbytes)))
+    if not ok:
+        log.debug("mallopt(M_MMAP_THRESHOLD, %d) refused", nbytes)
+    return ok
