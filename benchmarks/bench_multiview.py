@@ -36,7 +36,7 @@ def save(name, cfg):
     return save_bundle(root / f"{name}.pt", build_model(cfg).state_dict(),
                        ModelMeta(model=params_to_dict(cfg)))
 
-unet3d = ModelConfig(name="unet", base_channels=8, depth=3)
+unet3d = ModelConfig(name="unet", base_channels=8, depth=3, norm="batch")  # as measured
 views = {"unet2d-z": ["z"], "unet2d-zyx": ["z", "y", "x"]}
 if kind == "unet3d":
     model = save("unet3d", unet3d)

@@ -97,7 +97,9 @@ else:
     from vesselseg.config import ModelConfig, params_to_dict
     from vesselseg.models import build_model
     torch.manual_seed(0)
-    cfg = ModelConfig(name="unet", base_channels=args["base_channels"], depth=args["depth"])
+    cfg = ModelConfig(
+        name="unet", base_channels=args["base_channels"], depth=args["depth"], norm="batch"
+    )
     save_bundle(args["model"], build_model(cfg).eval().state_dict(),
                 ModelMeta(model=params_to_dict(cfg)))
 """

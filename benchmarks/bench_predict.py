@@ -34,7 +34,8 @@ Goals on the CPU: ours >= MONAI's speed with the same network, overhead <= +5 %,
 growing < 15 % from 128^3 to 512^3; on a GPU >= 1.2x MONAI; half empty >= 1.6x MONAI.
 
 Run: python benchmarks/bench_predict.py [--sizes 128 256] [--repeat 2] [--device cpu|cuda]
-     [--model unet|vnet] [--base-channels 8 --depth 3] [--tile 48] [--batch 2]
+     [--model unet|vnet] [--base-channels 8 --depth 3] [--norm batch|group] [--tile 48]
+     [--batch 2]
      [--precision 32|bf16|fp16] [--monai-plain] [--half-empty 128] [--skip-forward]
 """
 
@@ -152,7 +153,10 @@ else:  # the benchmark model, BatchNorm statistics randomised to look trained
     from vesselseg.config import ModelConfig, params_to_dict
     from vesselseg.models import build_model
     torch.manual_seed(0)
-    cfg = ModelConfig(name=args["name"], base_channels=args["base_channels"], depth=args["depth"])
+    cfg = ModelConfig(
+        name=args["name"], base_channels=args["base_channels"], depth=args["depth"],
+        norm=args["norm"],
+    )
     net = build_model(cfg).eval()
     for m in net.modules():
         if isinstance(m, torch.nn.BatchNorm3d):
@@ -213,6 +217,12 @@ def main() -> None:
     parser.add_argument("--model", choices=["unet", "vnet"], default="unet")
     parser.add_argument("--base-channels", type=int, default=8)
     parser.add_argument("--depth", type=int, default=3)
+    parser.add_argument(
+        "--norm",
+        choices=["batch", "group"],
+        default="batch",
+        help="batch (folded into the convolutions by both engines) or group",
+    )
     parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     parser.add_argument("--precision", choices=["32", "bf16", "fp16"], default="32")
     parser.add_argument("--monai-plain", action="store_true", help="Add MONAI on the plain net.")
@@ -229,7 +239,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
         model = tmp / "bench.pt"
-        setup = {"model": str(model), "name": args.model, "depth": args.depth}
+        setup = {"model": str(model), "name": args.model, "depth": args.depth, "norm": args.norm}
         child(SETUP, {**setup, "base_channels": args.base_channels}, 0)
         base = {
             "model": str(model),

@@ -82,7 +82,7 @@ def model_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from vesselseg.models import build_model
 
     torch.manual_seed(0)
-    cfg = ModelConfig(name="unet", base_channels=2, depth=2)
+    cfg = ModelConfig(name="unet", base_channels=2, depth=2, norm="batch")
     path = tmp_path_factory.mktemp("model") / "tiny.pt"
     save_bundle(path, build_model(cfg).state_dict(), ModelMeta(model=params_to_dict(cfg)))
     return path

@@ -35,6 +35,17 @@ def test_grid_and_choice() -> None:
         choose_threshold([0.5], [0.1, 0.2])
 
 
+def test_threshold_leaves_the_default_only_for_a_gain_beyond_the_tie() -> None:
+    thresholds = [0.3, 0.35, 0.4, 0.45, 0.5, 0.55]
+    slight = [0.880, 0.893, 0.891, 0.890, 0.888, 0.870]  # 0.35 is 0.005 better than 0.5
+    assert thresholds[choose_threshold(thresholds, slight)] == 0.5
+    clear = [0.880, 0.910, 0.898, 0.895, 0.888, 0.870]  # 0.35 is 0.022 better
+    assert thresholds[choose_threshold(thresholds, clear)] == 0.35
+    # the nearest to 0.5 among those within the tie of the best, not 0.5 itself
+    near = [0.880, 0.910, 0.905, 0.903, 0.888, 0.870]
+    assert thresholds[choose_threshold(thresholds, near)] == 0.45
+
+
 def val_folder(tmp_path: Path) -> tuple[Path, np.ndarray]:
     """A validation volume whose annotation is half vessel (1), half background (2), with
     unannotated voxels (0) in between."""

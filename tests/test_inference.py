@@ -197,7 +197,7 @@ def test_resume_in_process_from_every_checkpoint(conv_fn) -> None:
 
 def test_fold_batchnorm_keeps_the_output() -> None:
     torch.manual_seed(0)
-    net = build_model(ModelConfig(name="unet", base_channels=4, depth=2)).eval()
+    net = build_model(ModelConfig(name="unet", base_channels=4, depth=2, norm="batch")).eval()
     for m in net.modules():
         if isinstance(m, torch.nn.BatchNorm3d):
             m.running_mean.uniform_(-0.5, 0.5)

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -128,7 +129,8 @@ def test_dvc_repro_on_tiny_params(tmp_path: Path) -> None:
 @pytest.mark.slow
 def test_committed_lock_matches_a_fresh_run_of_the_deterministic_stages(tmp_path: Path) -> None:
     """synth and prepare are deterministic: a fresh `dvc repro prepare` of the demo params
-    gives the outputs the committed dvc.lock records, byte for byte (DVC's md5s). The model
+    gives the outputs the committed dvc.lock records, byte for byte (DVC's md5s), from the
+    params it records. The model
     stages are not compared: their weights depend on the CPU and the torch thread count."""
     project = tmp_path / "project"
     project.mkdir()
@@ -142,9 +144,13 @@ def test_committed_lock_matches_a_fresh_run_of_the_deterministic_stages(tmp_path
     result = run([str(Path(bin_dir) / "dvc"), "repro", "prepare"], project, env)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
 
-    def outs(lock: Path) -> dict[str, str]:
+    def recorded(lock: Path) -> dict[str, Any]:
+        """The outputs' md5s and the params of synth and prepare (`dvc status` compares
+        both: a stale param would make a fresh clone's stages look changed)."""
         stages = yaml.safe_load(lock.read_text())["stages"]
-        return {o["path"]: o["md5"] for s in ("synth", "prepare") for o in stages[s]["outs"]}
+        deterministic = ("synth", "prepare")
+        md5s = {o["path"]: o["md5"] for s in deterministic for o in stages[s]["outs"]}
+        return {"outs": md5s, "params": {s: stages[s]["params"] for s in deterministic}}
 
-    fresh, committed = outs(project / "dvc.lock"), outs(ROOT / "dvc.lock")
+    fresh, committed = recorded(project / "dvc.lock"), recorded(ROOT / "dvc.lock")
     assert fresh == committed

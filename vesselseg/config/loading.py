@@ -124,6 +124,7 @@ def multiview_params(params: Params) -> Params:
         params,
         {
             "model.name": "unet2d",
+            "model.norm": mv.norm,
             "model.base_channels": mv.base_channels,
             "model.depth": mv.depth,
             "data.crop_size": mv.crop_size,

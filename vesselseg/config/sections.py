@@ -134,7 +134,7 @@ class ModelConfig:
     """
 
     name: Literal["vnet", "unet", "unet2d"] = "unet"
-    norm: Literal["batch", "group"] = "batch"
+    norm: Literal["batch", "group"] = "group"
     base_channels: Int = Field(8, ge=1)
     depth: Int = Field(3, ge=1, le=6)
     dropout: Float = Field(0.0, ge=0.0, lt=1.0)
@@ -169,9 +169,12 @@ class MultiviewConfig:
 
     Its settings where they differ from the 3D model's: applied over ``model`` (name
     ``unet2d``; ``model.context`` and ``model.views`` as they are), ``data`` and ``train``.
-    ``crop_size``'s sides give the in-plane size of the slices along each view.
+    ``crop_size``'s sides give the in-plane size of the slices along each view. ``norm`` is
+    its own (batch: its batches of 8 slices keep BatchNorm's statistics steady, unlike the 3D
+    model's batches of 2 crops).
     """
 
+    norm: Literal["batch", "group"] = "batch"
     base_channels: Int = Field(16, ge=1)
     depth: Int = Field(4, ge=2, le=6)
     crop_size: Size[Side8] = Field([96, 96, 96])
