@@ -42,7 +42,7 @@ from vesselseg.io.spacing import VoxelSize
 log = logging.getLogger(__name__)
 
 PROGRESS_FORMAT = "vesselseg-progress/1"
-RELEASE_BYTES = 16 << 20  # unmap written output pages after this many bytes
+RELEASE_BYTES = 4 << 20  # unmap written output pages after this many bytes (peak RSS)
 EXTENSIONS = {
     "npy": ".npy",
     "zarr": ".zarr",
