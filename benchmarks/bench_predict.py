@@ -35,8 +35,7 @@ growing < 15 % from 128^3 to 512^3; on a GPU >= 1.2x MONAI; half empty >= 1.6x M
 
 Run: python benchmarks/bench_predict.py [--sizes 128 256] [--repeat 2] [--device cpu|cuda]
      [--model unet|vnet] [--base-channels 8 --depth 3] [--norm batch|group] [--tile 48]
-     [--batch 2]
-     [--precision 32|bf16|fp16] [--monai-plain] [--half-empty 128] [--skip-forward]
+     [--batch 2] [--precision 32|bf16|fp16] [--monai-plain] [--half-empty 128] [--skip-forward]
 """
 
 from __future__ import annotations

@@ -130,8 +130,8 @@ def test_dvc_repro_on_tiny_params(tmp_path: Path) -> None:
 def test_committed_lock_matches_a_fresh_run_of_the_deterministic_stages(tmp_path: Path) -> None:
     """synth and prepare are deterministic: a fresh `dvc repro prepare` of the demo params
     gives the outputs the committed dvc.lock records, byte for byte (DVC's md5s), from the
-    params it records. The model
-    stages are not compared: their weights depend on the CPU and the torch thread count."""
+    params it records. The model stages are not compared: their weights depend on the CPU and
+    the torch thread count."""
     project = tmp_path / "project"
     project.mkdir()
     for name in ("dvc.yaml", "params.yaml", ".dvcignore", ".gitignore"):

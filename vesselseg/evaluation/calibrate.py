@@ -6,11 +6,11 @@ predicts the validation volumes with the saved model exactly as ``predict`` does
 on the model's voxel grid, blended), counts the annotated voxels (labels 1 and 2; 0 ignored)
 above each threshold of a grid (0.05 … 0.95 by default) and keeps the threshold of the best
 Dice (:func:`choose_threshold`: every threshold within :data:`TIE` of the best counts as a
-tie, and the one nearest 0.5 wins). The
-threshold is written into the model's settings (``NAME.json`` ``threshold`` and
-``info.calibration``), so ``predict``, ``evaluate``, the registry and the pyfunc use it unless
-``--threshold`` / ``infer.threshold`` says otherwise, and it is logged to the training run
-(metrics ``calibrated_threshold``, ``calibrated_val_dice``, ``val_dice_at_0.5``).
+tie, and the one nearest 0.5 wins). The threshold is written into the model's settings
+(``NAME.json`` ``threshold`` and ``info.calibration``), so ``predict``, ``evaluate``, the
+registry and the pyfunc use it unless ``--threshold`` / ``infer.threshold`` says otherwise,
+and it is logged to the training run (metrics ``calibrated_threshold``,
+``calibrated_val_dice``, ``val_dice_at_0.5``).
 """
 
 from __future__ import annotations

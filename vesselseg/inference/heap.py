@@ -24,7 +24,6 @@ other than glibc it does nothing.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import functools
 import logging
 
@@ -36,10 +35,10 @@ MMAP_THRESHOLD = 8 << 20  # blocks of this size and more are mapped (see the mod
 
 @functools.cache
 def _mallopt() -> ctypes._CFuncPtr | None:  # type: ignore[name-defined]
-    """glibc's ``mallopt``, or None where the C library has none."""
+    """glibc's ``mallopt``, or None where the C library has none (looked up among the
+    process's own symbols: no library search, which would start a subprocess)."""
     try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        return libc.mallopt
+        return ctypes.CDLL(None).mallopt
     except (OSError, AttributeError):
         return None
 
