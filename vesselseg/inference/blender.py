@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from vesselseg.inference.heap import mapped_zeros
 from vesselseg.inference.plan import CellKey, Plan, Slices, Tile
 
 
@@ -36,9 +37,11 @@ def host_view(t: torch.Tensor) -> np.ndarray | None:
 
 
 def zeros(shape: tuple[int, ...], device: torch.device) -> torch.Tensor:
-    """float32 zeros on ``device`` (on the CPU allocated by NumPy, see the module doc)."""
+    """float32 zeros on ``device`` (on the CPU in a mapping of their own, off the C heap:
+    cells live for a row of windows, and on the heap they fragmented it,
+    :mod:`~vesselseg.inference.heap`)."""
     if device.type == "cpu":
-        return torch.from_numpy(np.zeros(shape, np.float32))
+        return torch.from_numpy(mapped_zeros(shape))
     return torch.zeros(shape, dtype=torch.float32, device=device)
 
 

@@ -29,21 +29,12 @@ from vesselseg.inference.shared_store import (
     blocks_folder,
     read_layout,
 )
-from vesselseg.inference.volume_run import VolumeResult, _predictor
+from vesselseg.inference.volume_run import VolumeResult, _predictor, open_input
 from vesselseg.inference.voxels import scale_decision
 
 log = logging.getLogger(__name__)
 
 Share = tuple[str, Path, list[int]]  # (input name, input path, block indices)
-
-
-def _open(path: Path, opts: PredictOptions):
-    from vesselseg.io import open_volume
-
-    cfg, reading = opts.cfg, opts.reading
-    return open_volume(
-        path, reading.file_type, reading.shape, reading.dtype, spacing=cfg.spacing, unit=cfg.unit
-    )
 
 
 def block_shares(
@@ -61,7 +52,7 @@ def block_shares(
     ordered = sorted(inputs, key=lambda item: (item[0], str(item[1])))
     counts = []
     for _, path in ordered:
-        shape = tuple(int(s) for s in _open(path, opts).shape)
+        shape = tuple(int(s) for s in open_input(path, opts).shape)
         counts.append(len(z_blocks(shape[0], output_chunks(shape, opts.cfg.chunk_size)[0])))
     mine: dict[int, list[int]] = {}
     for volume, block in assign_blocks(counts, shard):
@@ -75,7 +66,7 @@ def predict_blocks(
     """Predict z-blocks ``blocks`` of one volume into its shared store (``--resume``: those
     marked done are skipped); finalize the store if that completed it."""
     cfg = opts.cfg
-    volume = _open(path, opts)
+    volume = open_input(path, opts)
     shape = (int(volume.shape[0]), int(volume.shape[1]), int(volume.shape[2]))
     paths = output_paths(opts.save_dir, name, model.path, cfg.out_format, cfg.naming)
     result = VolumeResult(path, paths, shape, block_voxels=0)

@@ -85,18 +85,27 @@ def peak_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def open_input(path: Path, opts: PredictOptions) -> Any:
+    """The input volume, opened lazily with the reading options and ``infer.spacing``; a
+    memory-mapped file is read by ``pread`` instead (:meth:`~vesselseg.io.Volume.unmapped`:
+    the pages a streamed run reads never count in its resident memory)."""
+    from vesselseg.io import Volume, open_volume
+
+    cfg, reading = opts.cfg, opts.reading
+    volume = open_volume(
+        path, reading.file_type, reading.shape, reading.dtype, spacing=cfg.spacing, unit=cfg.unit
+    )
+    return volume.unmapped() if isinstance(volume, Volume) else volume
+
+
 def predict_volume(
     name: str, path: Path, model: PreparedModel, opts: PredictOptions
 ) -> VolumeResult:
     """Predict one volume into its two outputs (see :func:`predict_path`); an input at another
     voxel size than the model's is predicted on the model's grid
     (:mod:`~vesselseg.inference.model_grid`)."""
-    from vesselseg.io import open_volume
-
-    cfg, reading = opts.cfg, opts.reading
-    volume = open_volume(
-        path, reading.file_type, reading.shape, reading.dtype, spacing=cfg.spacing, unit=cfg.unit
-    )
+    cfg = opts.cfg
+    volume = open_input(path, opts)
     vshape = (int(volume.shape[0]), int(volume.shape[1]), int(volume.shape[2]))
     paths = output_paths(opts.save_dir, name, model.path, cfg.out_format, cfg.naming)
     result = VolumeResult(path, paths, vshape)

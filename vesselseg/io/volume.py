@@ -14,6 +14,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from vesselseg.errors import VesselsegError, VolumeFormatError
+from vesselseg.io.file_array import unmapped
 from vesselseg.io.formats.orient import bounding_box
 from vesselseg.io.spacing import UNKNOWN, VoxelSize, voxel_size
 
@@ -74,6 +75,15 @@ class Volume:
         """The storage chunk shape where the backend has one (zarr, tiled TIFF)."""
         chunks = getattr(self._array, "chunks", None)
         return tuple(int(c) for c in chunks) if chunks is not None else None
+
+    def unmapped(self) -> Volume:
+        """The same volume, read with positional I/O where it is a C-ordered memory-mapped
+        file (:mod:`~vesselseg.io.file_array`: the pages read never count in this process's
+        resident memory); otherwise itself."""
+        array = unmapped(self._array)
+        if array is self._array:
+            return self
+        return Volume(array, self.path, self.kind, self.voxel_size)
 
     def with_voxel_size(self, voxel_size: VoxelSize) -> Volume:
         """The same data (not copied) with another voxel size."""

@@ -25,6 +25,7 @@ import numpy as np
 
 from vesselseg.errors import VesselsegError, VolumeFormatError
 from vesselseg.io.atomic import commit, partial_path
+from vesselseg.io.file_array import FileArray, unmapped
 from vesselseg.io.sidecar import sidecar_path, write_sidecar
 from vesselseg.io.spacing import VoxelSize
 
@@ -117,7 +118,7 @@ class VolumeWriter:
         self.resumed = resume and self.tmp.exists()
         self.path.parent.mkdir(parents=True, exist_ok=True)
         try:
-            self._array = self._open(chunks)
+            self._array = unmapped(self._open(chunks))  # written by pwrite, never mapped
             if self.fmt not in ("zarr", "ome-zarr") and not self.resumed:
                 reserve_disk(self.tmp)
         except VesselsegError:
@@ -201,11 +202,16 @@ class VolumeWriter:
             except OSError as exc:
                 raise VesselsegError(f"{self.path}: write failed ({exc.strerror or exc})") from None
 
+    def _close(self) -> None:
+        if isinstance(self._array, FileArray):
+            self._array.close()
+        self._array = None
+
     def commit(self) -> Path:
         """Flush, close and rename the partial output to its final name (with its sidecar);
         an OME-Zarr image with a ``pyramid`` method gets its levels first."""
         self.flush()
-        self._array = None
+        self._close()
         if self.fmt == "ome-zarr" and self.pyramid:
             from vesselseg.io.formats.pyramid import build_pyramid
 
@@ -238,7 +244,7 @@ class VolumeWriter:
 
     def abort(self) -> None:
         """Drop the partial output."""
-        self._array = None
+        self._close()
         remove_path(self.tmp)
 
     def __enter__(self) -> VolumeWriter:
