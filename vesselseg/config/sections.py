@@ -134,7 +134,7 @@ class ModelConfig:
     """
 
     name: Literal["vnet", "unet", "unet2d"] = "unet"
-    norm: Literal["batch", "group"] = "group"
+    norm: Literal["batch", "group"] = "batch"
     base_channels: Int = Field(8, ge=1)
     depth: Int = Field(3, ge=1, le=6)
     dropout: Float = Field(0.0, ge=0.0, lt=1.0)
