@@ -97,6 +97,20 @@ def test_predicts_missing_volumes_and_best_val_threshold(
     assert 0.0 <= summary.overall["dice"] <= 1.0
 
 
+def test_best_val_threshold_is_chosen_as_calibration_chooses(
+    tiny_dataset: Path, tmp_path: Path, model: Path
+) -> None:
+    """Perfect 0/1 validation predictions score the same Dice at every interior threshold:
+    the tie goes to 0.5, as in training's calibration (not to the lowest threshold)."""
+    pred = tmp_path / "pred"
+    write_perfect_predictions(tiny_dataset / "val", pred, model)
+    summary = evaluate_dataset(
+        tiny_dataset / "test", model, pred, CFG, val_dir=tiny_dataset / "val", mlflow=False
+    )
+    assert summary.best_threshold_val == pytest.approx(0.5)
+    assert summary.overall["best_dice_val"] == pytest.approx(1.0)
+
+
 def test_cli_evaluate_and_bad_input(tiny_dataset: Path, tmp_path: Path, model: Path) -> None:
     runner = CliRunner()
     pred = tmp_path / "pred"

@@ -68,7 +68,11 @@ def best_threshold(
     n_thresholds: int,
     resolve: Resolver | None = None,
 ) -> tuple[float, float]:
-    """``(threshold, dice)`` maximising Dice summed over the volumes of ``data_dir``."""
+    """``(threshold, dice)`` of the best Dice summed over the volumes of ``data_dir``, chosen
+    as the training's calibration chooses (:func:`~vesselseg.evaluation.calibrate.
+    choose_threshold`: thresholds within its tie margin of the best go to the one nearest
+    0.5), so the two agree on the same validation volumes and grid."""
+    from vesselseg.evaluation.calibrate import choose_threshold
     from vesselseg.inference.run import ensure_predictions
     from vesselseg.metrics import threshold_sweep
     from vesselseg.metrics.evaluate import threshold_grid
@@ -82,7 +86,9 @@ def best_threshold(
         sweep = threshold_sweep(open_probabilities(probs[sample.id]), truth, grid, sparse=sparse)
         total = sweep if total is None else total + sweep
     assert total is not None
-    return total.best()
+    dice = total.dice()
+    i = choose_threshold([float(t) for t in total.thresholds], dice)
+    return float(total.thresholds[i]), float(dice[i])
 
 
 def voxel_sizes(
