@@ -30,15 +30,10 @@ from typing import Any
 
 import numpy as np
 
-from vesselseg.inference.outputs import (
-    RELEASE_BYTES,
-    PredictionWriter,
-    progress_of,
-    release_pages,
-    write_progress,
-)
+from vesselseg.inference.outputs import PredictionWriter, progress_of, write_progress
 from vesselseg.inference.resample import ResampledVolume
 from vesselseg.io import VolumeWriter, partial_path
+from vesselseg.io.file_array import release_pages
 from vesselseg.io.slabs import slab_ranges
 from vesselseg.io.writers import remove_path
 
@@ -65,7 +60,6 @@ class GridWriter:
             path, shape, np.float32, fmt="npy", resume=self.resume_from > 0,
             keep_partial_on_error=True,
         )  # fmt: skip
-        self._unreleased = 0
 
     def _done(self) -> int:
         data = progress_of(self.progress, self.key)
@@ -75,16 +69,10 @@ class GridWriter:
 
     def write(self, z: slice, y: slice, x: slice, values: np.ndarray) -> None:
         self.store[z, y, x] = values
-        self._unreleased += values.nbytes
-        if self._unreleased > RELEASE_BYTES:
-            release_pages(getattr(self.store, "_array", None))
-            self._unreleased = 0
 
     def checkpoint(self, next_tile: int) -> None:
         """Flush, then record that windows ``< next_tile`` are done."""
         self.store.flush()
-        release_pages(getattr(self.store, "_array", None))
-        self._unreleased = 0
         write_progress(self.progress, self.key, next_tile, self.n_tiles)
 
     def close_partial(self) -> None:

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import json
 import logging
-import mmap
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,7 +41,6 @@ from vesselseg.io.spacing import VoxelSize
 log = logging.getLogger(__name__)
 
 PROGRESS_FORMAT = "vesselseg-progress/1"
-RELEASE_BYTES = 4 << 20  # unmap written output pages after this many bytes (peak RSS)
 EXTENSIONS = {
     "npy": ".npy",
     "zarr": ".zarr",
@@ -141,18 +139,6 @@ def open_probabilities(path: Path) -> Any:
     return volume
 
 
-def release_pages(array: Any) -> None:
-    """Drop a file-backed memmap's resident pages from this process (data stays in the file
-    and page cache), so touched output/input pages do not pile up in RSS. No-op otherwise."""
-    base = getattr(array, "_mmap", None)
-    advice = getattr(mmap, "MADV_DONTNEED", None)
-    if isinstance(array, np.memmap) and base is not None and advice is not None:
-        try:
-            base.madvise(advice)
-        except (OSError, ValueError):  # closed or unsupported: harmless
-            pass
-
-
 def progress_of(progress: Path, key: dict[str, Any]) -> dict[str, Any] | None:
     """The progress record at ``progress`` when it was written with the same ``key``."""
     try:
@@ -216,7 +202,6 @@ class PredictionWriter:
         self.prob_dtype, self.threshold = prob_dtype, threshold
         self.key, self.n_tiles = key, n_tiles
         self.resume_from = read_progress(paths, key) if resume else 0
-        self._unreleased = 0
         if self.resume_from >= n_tiles:  # killed between the last flush and the renames
             self.prob = self.mask = None
             return
@@ -251,22 +236,12 @@ class PredictionWriter:
         assert self.prob is not None and self.mask is not None
         self.prob[z, y, x] = encode_prob(values, self.prob_dtype)
         self.mask[z, y, x] = (values >= self.threshold).astype(np.uint8)
-        self._unreleased += values.size * (1 + np.dtype(self.prob_dtype).itemsize)
-        if self._unreleased > RELEASE_BYTES:
-            self._release()
-
-    def _release(self) -> None:
-        """Unmap written pages of memmapped outputs (they stay in the page cache / file)."""
-        for writer in (self.prob, self.mask):
-            release_pages(getattr(writer, "_array", None))
-        self._unreleased = 0
 
     def checkpoint(self, next_tile: int) -> None:
         """Flush both outputs, then record that windows ``< next_tile`` are done."""
         assert self.prob is not None and self.mask is not None
         for writer in (self.prob, self.mask):
             writer.flush()
-        self._release()
         write_progress(self.paths.progress, self.key, next_tile, self.n_tiles)
 
     def commit(self) -> OutputPaths:

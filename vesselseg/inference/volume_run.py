@@ -38,13 +38,13 @@ from vesselseg.inference.outputs import (
     PredictionWriter,
     output_chunks,
     output_paths,
-    release_pages,
 )
 from vesselseg.inference.predictor import RunStats, StreamingPredictor
 from vesselseg.inference.resample import ResampledVolume
 from vesselseg.inference.tiling import make_grid
 from vesselseg.inference.tissue import tissue_for
 from vesselseg.inference.voxels import ScaleDecision, scale_decision
+from vesselseg.io.file_array import release_pages
 from vesselseg.io.slabs import SLAB_BYTES
 from vesselseg.io.spacing import VoxelSize
 

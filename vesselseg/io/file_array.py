@@ -17,6 +17,7 @@ returned as it is, as on systems without ``os.pread``).
 from __future__ import annotations
 
 import math
+import mmap
 import os
 from pathlib import Path
 from typing import Any
@@ -177,6 +178,19 @@ def unmapped(array: Any) -> Any:
         return array
     mode = "r" if array.mode == "r" else "r+"
     return FileArray(filename, array.dtype, array.shape, array.offset, mode)
+
+
+def release_pages(array: Any) -> None:
+    """Drop a file-backed memmap's resident pages from this process (data stays in the file
+    and page cache), so touched pages do not pile up in RSS. No-op for anything else (a
+    :class:`FileArray` maps nothing)."""
+    base = getattr(array, "_mmap", None)
+    advice = getattr(mmap, "MADV_DONTNEED", None)
+    if isinstance(array, np.memmap) and base is not None and advice is not None:
+        try:
+            base.madvise(advice)
+        except (OSError, ValueError):  # closed or unsupported: harmless
+            pass
 
 
 def _read_fully(fd: int, buffer: memoryview, offset: int) -> None:

@@ -25,10 +25,11 @@ import numpy as np
 
 from vesselseg.errors import VesselsegError, VolumeFormatError
 from vesselseg.io.atomic import commit, partial_path
-from vesselseg.io.file_array import FileArray, unmapped
+from vesselseg.io.file_array import FileArray, release_pages, unmapped
 from vesselseg.io.sidecar import sidecar_path, write_sidecar
 from vesselseg.io.spacing import VoxelSize
 
+RELEASE_BYTES = 4 << 20  # a still-mapped output drops its written pages after this many bytes
 WRITE_FORMATS = ("npy", "raw", "tiff", "zarr", "ome-zarr", "nifti")
 SUFFIX = {
     "npy": ".npy",
@@ -116,6 +117,7 @@ class VolumeWriter:
         self.tmp = partial_path(self.path)
         self.keep_partial_on_error = keep_partial_on_error
         self.resumed = resume and self.tmp.exists()
+        self._unreleased = 0  # bytes written since the pages of a mapped output were dropped
         self.path.parent.mkdir(parents=True, exist_ok=True)
         try:
             self._array = unmapped(self._open(chunks))  # written by pwrite, never mapped
@@ -190,6 +192,11 @@ class VolumeWriter:
             self._array[key] = value
         except OSError as exc:
             raise VesselsegError(f"{self.path}: write failed ({exc.strerror or exc})") from None
+        if isinstance(self._array, np.memmap):  # no positional I/O here: keep RSS bounded
+            self._unreleased += np.asarray(value).size * self.dtype.itemsize
+            if self._unreleased > RELEASE_BYTES:
+                release_pages(self._array)
+                self._unreleased = 0
 
     def __getitem__(self, key: Any) -> np.ndarray:
         return np.asarray(self._array[key])
@@ -201,6 +208,8 @@ class VolumeWriter:
                 flush()
             except OSError as exc:
                 raise VesselsegError(f"{self.path}: write failed ({exc.strerror or exc})") from None
+        release_pages(self._array)  # a mapped output's written pages (no-op otherwise)
+        self._unreleased = 0
 
     def _close(self) -> None:
         if isinstance(self._array, FileArray):
