@@ -587,3 +587,13 @@ def test_mlflow_models_serve_array_and_path(store: Path, champion: Path) -> None
         assert np.array_equal(from_path, expected)
     finally:
         stop_server(proc)
+
+
+def test_training_score_prefers_the_saved_epochs_score() -> None:
+    """A model saved from its last epoch records ``score`` (that epoch's) beside the run's
+    ``best_score``: the registry's fallback metric is the score of the weights it registers."""
+    from vesselseg.registry.register import training_score
+
+    assert training_score({"score": 0.71, "best_score": 0.85}) == (0.71, "score")
+    assert training_score({"score": None, "best_score": 0.85}) == (0.85, "best_score")
+    assert training_score({"best_score": True}) is None and training_score({}) is None

@@ -42,13 +42,19 @@ def test_two_epochs_log_to_mlflow_and_write_checkpoints(
     assert run.data.params["model.name"] == "unet"
     history = client.get_metric_history(result.run_id, "val_dice")
     assert len(history) == 2 and all(0.0 <= m.value <= 1.0 for m in history)
+    # train.model_from: last (the default) saves the last epoch's weights and its score
+    assert saved_equals(out, result.checkpoint_dir / "last.ckpt")
+    values = [m.value for m in sorted(history, key=lambda m: m.step)]
+    assert meta.info["model_from"] == "last" and result.score == pytest.approx(values[-1])
+    assert meta.info["score"] == pytest.approx(values[-1])
+    assert meta.info["best_score"] == pytest.approx(max(values))
     assert client.get_metric_history(result.run_id, "train_loss")
     artifacts = {
         a.path
         for folder in ("model", "checkpoints", "overlays")
         for a in client.list_artifacts(result.run_id, folder)
     }
-    assert {"model/m.pt", "model/m.json", "checkpoints/best.ckpt"} <= artifacts
+    assert {"model/m.pt", "model/m.json", "checkpoints/last.ckpt"} <= artifacts
     assert {"overlays/epoch_000.png", "overlays/epoch_001.png"} <= artifacts
     assert run.data.tags["git_commit"]
 
@@ -71,6 +77,34 @@ def test_two_epochs_log_to_mlflow_and_write_checkpoints(
     curves = out.with_suffix(".curves.png")
     assert curves.read_bytes()[:4] == b"\x89PNG"
     assert "plots/m.curves.png" in {a.path for a in client.list_artifacts(result.run_id, "plots")}
+
+
+def saved_equals(model: Path, checkpoint: Path) -> bool:
+    """Whether the saved model's weights are exactly the network weights of ``checkpoint``."""
+    import torch
+
+    state = torch.load(checkpoint, map_location="cpu", weights_only=True)["state_dict"]
+    net, _ = build_from_bundle(model)
+    return all(torch.equal(v, state[f"net.{k}"]) for k, v in net.state_dict().items())
+
+
+def test_model_from_best_saves_the_best_monitored_epoch(
+    tiny_dataset: Path, tmp_path: Path, store: Path
+) -> None:
+    """train.model_from: best saves best.ckpt's weights. The monitor is the validation loss,
+    maximised, so the "best" epoch is the worst one and differs from the last."""
+    out = tmp_path / "m.pt"
+    settings = ("train.max_epochs=3", "train.monitor=val_loss", "train.monitor_mode=max")
+    params = tiny_params(tiny_dataset, *settings, "train.model_from=best")
+    result = train_model(params, out, mlflow_root=store)
+    from vesselseg import tracking
+
+    history = tracking.client(store).get_metric_history(result.run_id, "val_loss")
+    values = [m.value for m in sorted(history, key=lambda m: m.step)]
+    assert values.index(max(values)) != len(values) - 1  # the premise: best is not last
+    assert saved_equals(out, result.checkpoint_dir / "best.ckpt")
+    assert not saved_equals(out, result.checkpoint_dir / "last.ckpt")
+    assert result.score == pytest.approx(max(values)) == result.best_score
 
 
 def test_resume_without_checkpoint_is_an_error(
@@ -123,7 +157,6 @@ def test_ema_saves_the_averaged_weights_without_changing_training(
         torch.testing.assert_close(raw_ema[key], raw_plain[key], rtol=0, atol=0)
     weights = [k for k in raw_ema if k.endswith("weight")]
     assert any(not torch.equal(averaged[k], raw_ema[k]) for k in weights)
-    best = load(ema.checkpoint_dir / "best.ckpt")["state_dict"]
     net, _ = build_from_bundle(tmp_path / "ema.pt")
     for name, value in net.state_dict().items():
-        torch.testing.assert_close(value, best[f"net.{name}"], rtol=0, atol=0)
+        torch.testing.assert_close(value, averaged[f"net.{name}"], rtol=0, atol=0)

@@ -26,7 +26,8 @@ def register(
         Path, typer.Option("--model", "-m", help="Saved model NAME.pt (+ NAME.json) or .ckpt.")
     ],
     metrics: Annotated[
-        Path | None, typer.Option(help="metrics.json of evaluate (else training best_score).")
+        Path | None,
+        typer.Option(help="metrics.json of evaluate (else the validation score of training)."),
     ] = None,
     name: Annotated[str | None, typer.Option(help="Registered model (register.name).")] = None,
     alias: Annotated[str | None, typer.Option(help="New version's alias (register.alias).")] = None,

@@ -183,9 +183,14 @@ def train(
 
 def trained_line(result: Any, monitor: str, calibration: Any) -> str:
     """The line ``vesselseg train`` ends with."""
-    score = "n/a" if result.best_score is None else f"{result.best_score:.4f}"
+
+    def shown(value: float | None) -> str:
+        return "n/a" if value is None else f"{value:.4f}"
+
+    saved = f"{monitor} {shown(result.score)} (saved: {result.model_from}"
+    saved += "" if result.model_from == "best" else f"; best {shown(result.best_score)}"
     threshold = "" if calibration is None else f"; {calibration.line()}"
     return (
-        f"trained {result.epochs} epochs; best {monitor} {score}{threshold}; model "
+        f"trained {result.epochs} epochs; {saved}){threshold}; model "
         f"{result.model_path}; checkpoints {result.checkpoint_dir}; MLflow run {result.run_id}"
     )

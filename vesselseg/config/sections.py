@@ -212,6 +212,10 @@ class TrainConfig:
     bce_weight: Float = Field(1.0, ge=0.0)
     monitor: Str = "val_dice"
     monitor_mode: Literal["max", "min"] = "max"
+    # the saved model's weights: the last epoch's (robust when validation is small and noisy:
+    # a best-epoch pick can land on an early model that only fits the validation volume), or
+    # those of the epoch with the best ``monitor``
+    model_from: Literal["last", "best"] = "last"
     experiment: Str = "vesselseg"
     run_name: Str = ""
     overlay_every_n_epochs: Int = Field(5, ge=0)

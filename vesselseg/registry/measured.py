@@ -26,7 +26,7 @@ from vesselseg.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
-TRAINING_SCORE = "validation (training best_score)"  # metric_data of a best_score metric
+TRAINING_SCORE = "validation (training score)"  # metric_data of a score recorded by training
 
 
 @dataclass(frozen=True)

@@ -119,11 +119,21 @@ def version_tags(
         tags["metric_value"] = repr(value)
     for key, number in numbers.items():
         tags[f"metrics.{key}"] = repr(number)
-    for key in ("best_score", "monitor", "run_id", "epochs"):
+    for key in ("score", "model_from", "best_score", "monitor", "run_id", "epochs"):
         if meta.info.get(key) is not None:
             tags[f"train.{key}"] = str(meta.info[key])
     tags.update({k: str(v) for k, v in (extra or {}).items()})
     return tags
+
+
+def training_score(info: dict[str, Any]) -> tuple[float, str] | None:
+    """``(value, key)`` of the validation score training recorded for the saved weights:
+    ``score`` (the saved epoch's), else ``best_score`` (models saved before ``score`` was)."""
+    for key in ("score", "best_score"):
+        value = info.get(key)
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value), key
+    return None
 
 
 def check_names(rule: RegisterConfig) -> None:
@@ -193,9 +203,10 @@ def register_model(
         tempfile.TemporaryDirectory(prefix="vesselseg-register-") as tmp,
     ):
         weights, meta, artifacts = stage_model(model_path, params, Path(tmp))
-        if score is None and isinstance(meta.info.get("best_score"), (int, float)):
-            score = float(meta.info["best_score"])
-            source = f"training best_score ({meta.info.get('monitor', 'validation')})"
+        trained = training_score(meta.info)
+        if score is None and trained is not None:
+            score, key = trained
+            source = f"training {key} ({meta.info.get('monitor', 'validation')})"
             measured = MeasuredOn(TRAINING_SCORE)
         version_tag = version_tags(weights, meta, metric, score, source, numbers, dvc_lock, tags)
         version_tag.update(measured.tags())

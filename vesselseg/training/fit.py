@@ -18,6 +18,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,6 +42,8 @@ class TrainResult:
     run_id: str
     best_score: float | None
     epochs: int
+    score: float | None = None  # the monitored value of the saved weights' epoch
+    model_from: str = "best"  # which epoch's weights were saved: last | best
 
 
 def checkpoint_dir(out: Path) -> Path:
@@ -296,15 +299,21 @@ def _train(
     )
     run_id = trainer.strategy.broadcast(logger.run_id)  # DDP: rank 0's MLflow run on every rank
 
-    best_path = Path(checkpoint.best_model_path or last)
+    best = checkpoint.best_model_score
+    best = float(best) if best is not None else None
+    if cfg.model_from == "best" and checkpoint.best_model_path:
+        saved_path, score = Path(checkpoint.best_model_path), best
+    else:
+        saved_path, score = last, final_score(trainer, cfg.monitor)
     if trainer.is_global_zero:
-        state = torch.load(best_path, map_location="cpu", weights_only=True)["state_dict"]
+        state = torch.load(saved_path, map_location="cpu", weights_only=True)["state_dict"]
         weights = {k.removeprefix("net."): v for k, v in state.items() if k.startswith("net.")}
-        score = checkpoint.best_model_score
         meta.info = {
             "run_id": logger.run_id,
             "monitor": cfg.monitor,
-            "best_score": float(score) if score is not None else None,
+            "model_from": cfg.model_from,
+            "score": score,
+            "best_score": best,
             "epochs": trainer.current_epoch,
             **all_tags,
         }
@@ -312,17 +321,19 @@ def _train(
         for path, folder in (
             (out, "model"),
             (out.with_suffix(".json"), "model"),
-            (best_path, "checkpoints"),
+            (saved_path, "checkpoints"),
         ):
             tracking.log_artifact(logger.run_id, path, folder, mlflow_root)
         log_training_curves(
             logger.run_id, out, f"{cfg.run_name or out.stem}: training", mlflow_root
         )
-    best = checkpoint.best_model_score
-    return TrainResult(
-        out,
-        ckpt_dir,
-        run_id,
-        float(best) if best is not None else None,
-        trainer.current_epoch,
-    )
+    return TrainResult(out, ckpt_dir, run_id, best, trainer.current_epoch, score, cfg.model_from)
+
+
+def final_score(trainer: Any, monitor: str) -> float | None:
+    """The last validation's ``monitor`` value (None when it was not logged or not finite)."""
+    value = trainer.callback_metrics.get(monitor)
+    if value is None:
+        return None
+    value = float(value)
+    return value if math.isfinite(value) else None
