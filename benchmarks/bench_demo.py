@@ -90,6 +90,11 @@ def run_pipeline(seed: int, threads: int, until: str | None, settings: Sequence[
     return {"seed": seed, "threads": threads, "minutes": minutes, "dice": dice, "detail": detail}
 
 
+def threshold_text(value: float | None) -> str:
+    """A threshold as written in params (0.425, not 0.42500000000000004)."""
+    return "n/a" if value is None else f"{value:.4g}"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
@@ -111,7 +116,7 @@ def main() -> None:
             r = run_pipeline(seed, threads, args.until, args.settings)
             results.append(r)
             shown = ", ".join(
-                f"{m} {d:.3f} (threshold {r['detail'][m]['threshold']})"
+                f"{m} {d:.3f} (threshold {threshold_text(r['detail'][m]['threshold'])})"
                 for m, d in r["dice"].items()
             )
             print(f"seed {seed}, {threads} thread(s): {shown} ({r['minutes']:.1f} min)", flush=True)
