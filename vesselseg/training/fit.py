@@ -42,8 +42,8 @@ class TrainResult:
     run_id: str
     best_score: float | None
     epochs: int
-    score: float | None = None  # the monitored value of the saved weights' epoch
-    model_from: str = "best"  # which epoch's weights were saved: last | best
+    score: float | None  # the monitored value of the saved weights' epoch
+    model_from: str  # which epoch's weights were saved: last | best
 
 
 def checkpoint_dir(out: Path) -> Path:
@@ -301,7 +301,9 @@ def _train(
 
     best = checkpoint.best_model_score
     best = float(best) if best is not None else None
-    if cfg.model_from == "best" and checkpoint.best_model_path:
+    # best without a best checkpoint (the monitor never logged) falls back to the last epoch
+    model_from = "best" if cfg.model_from == "best" and checkpoint.best_model_path else "last"
+    if model_from == "best":
         saved_path, score = Path(checkpoint.best_model_path), best
     else:
         saved_path, score = last, final_score(trainer, cfg.monitor)
@@ -311,7 +313,7 @@ def _train(
         meta.info = {
             "run_id": logger.run_id,
             "monitor": cfg.monitor,
-            "model_from": cfg.model_from,
+            "model_from": model_from,
             "score": score,
             "best_score": best,
             "epochs": trainer.current_epoch,
@@ -327,7 +329,7 @@ def _train(
         log_training_curves(
             logger.run_id, out, f"{cfg.run_name or out.stem}: training", mlflow_root
         )
-    return TrainResult(out, ckpt_dir, run_id, best, trainer.current_epoch, score, cfg.model_from)
+    return TrainResult(out, ckpt_dir, run_id, best, trainer.current_epoch, score, model_from)
 
 
 def final_score(trainer: Any, monitor: str) -> float | None:
